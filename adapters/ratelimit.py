@@ -1,0 +1,245 @@
+"""Per-credential request-rate limiting, shared by everything that uses the credential.
+
+A provider limits requests per token (MAX 30 rps, VK 20 rps for a community token), so the limiter is keyed by
+the token, not by the adapter instance: two adapters holding the same token share one limiter. Adapters see
+only the `Limiter` interface: `await acquire()` before each request, `penalize(seconds)` when the provider
+still answers "too many requests" (every user of the token stops for the pause).
+
+Two limiters implement it:
+
+- `TokenBucket`, within one process: `burst` requests at once, then one every 1/rate seconds.
+- `ReservingBucket`, across processes: the token's schedule lives outside the process (the gateway keeps it in
+  its PostgreSQL store) and the bucket reserves permits from it a small batch at a time (GCRA: the schedule is
+  one "next free moment" per token; reserving n permits pushes it n/rate on, in one atomic step), then paces
+  its own callers through them. Several processes sharing a token thus take turns a batch at a time, and
+  together never go faster than the rate, whatever their number. Why this rather than one owner per token
+  (an advisory lock held by one process, the others leaving that token's deliveries alone): with reservations
+  every process can send for every token, no delivery waits for one particular process, and a process that
+  dies holds at most a batch (a quarter of a second) of unused permits, where an owner's death would stall
+  its tokens until its lock is noticed as gone.
+
+`RateLimiters` holds one limiter per token and makes them with a factory: `TokenBucket`s by default; the
+composition root (gateway/app.py) passes a factory of `ReservingBucket`s when the store is shared. This module
+knows nothing of the store: a `ReservingBucket` is given the two calls it needs (`reserve`, `hold`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from adapters.base import TransientError
+
+log = logging.getLogger(__name__)
+
+_EPSILON = 1e-9
+MIN_TOLERANCE = 0.010  # ReservingBucket: at high rates half an interval is shorter than a database round trip
+
+
+class Limiter(Protocol):
+    """What an adapter needs of a token's rate limit."""
+
+    async def acquire(self) -> None:
+        """Return when one request may be sent."""
+
+    def penalize(self, seconds: float) -> None:
+        """The provider said "too many requests": hold every user of the token for `seconds`."""
+
+
+LimiterFactory = Callable[[str, float, int], Limiter]
+"""Makes the limiter of one token from (key, rate, burst); the key is the token's SHA-256, never the token."""
+
+
+class TokenBucket:
+    """An async token bucket: `await acquire()` returns when a request may be sent."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int = 1,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = float(burst)
+        self._updated = clock()
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:  # first come, first served
+            while True:
+                now = self._clock()
+                if now < self._paused_until:
+                    await self._sleep(self._paused_until - now)
+                    continue
+                self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+                self._updated = now
+                if self._tokens >= 1 - _EPSILON:  # float rounding must not leave a caller 1e-17 s short
+                    self._tokens = max(0.0, self._tokens - 1)
+                    return
+                await self._sleep((1 - self._tokens) / self.rate)
+
+    def penalize(self, seconds: float) -> None:
+        """Hold every caller for `seconds` (after a 429 / error 6) and drop the saved-up burst."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self._tokens = 0.0
+        self._updated = self._paused_until  # the pause is not refill time: no burst right after it
+
+
+class ReservingBucket:
+    """A token's limiter whose schedule is kept outside the process and shared by several processes.
+
+    `reserve(n)` books the next n permits of the shared schedule in one round trip and answers when the first
+    of them is, in seconds from the schedule's "now" (negative: already due); the n permits follow 1/rate
+    apart. The bucket paces its callers through them, first come first served. It books only when the permits
+    it has are used up, and only as many as callers are waiting (at most `batch`, by default a quarter
+    second's worth), so an idle process books nothing and a busy one holds at most `batch` permits ahead:
+    processes sharing the token take turns a batch at a time.
+
+    Timing. The schedule's "now" lies somewhere within the round trip, so a permit's moment is known only
+    within it: the bucket sends at the latest possible moment, and only while that is within `tolerance`
+    (default half an interval, 1/(2 rate), and at least 10 ms) of the earliest possible one. A permit whose
+    caller wakes up later than that (the event loop was busy, the round trip was slow) is void and another is
+    booked: a late request would crowd the next one. So every request starts within `tolerance` after its
+    permit's true moment, and in any one second at most ⌊rate x (1 + tolerance)⌋ + 1 of them start: 29 at
+    MAX's default 28 per second (under its 30), 19 at VK's 18 (under 20), whatever the number of processes;
+    the rest of the headroom is for the network. Void permits cost throughput, never the limit.
+
+    `penalize` holds this process's callers at once and, through `hold(seconds)`, every process's next
+    reservation (permits another process booked before stay booked: at most one batch). When the schedule
+    cannot be reached, `acquire` raises `TransientError`: no permit, no request; the dispatcher retries later.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        reserve: Callable[[int], Awaitable[float]],
+        hold: Callable[[float], Awaitable[None]],
+        *,
+        batch: int | None = None,
+        tolerance: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0 or (batch is not None and batch < 1) or (tolerance is not None and tolerance <= 0):
+            raise ValueError("rate and tolerance must be positive and batch at least 1")
+        self.rate = rate
+        self.batch = batch or max(1, int(rate / 4))
+        self.tolerance = tolerance or max(0.5 / rate, MIN_TOLERANCE)
+        self.reservations = 0  # round trips to the shared schedule so far
+        self.voided = 0  # permits booked but not used (too late, or a round trip too slow to place them)
+        self._reserve = reserve
+        self._hold = hold
+        self._clock = clock
+        self._sleep = sleep
+        self._permits: deque[tuple[float, float]] = deque()  # (earliest, latest) moment on `clock`, not yet used
+        self._waiting = 0
+        self._lock = asyncio.Lock()
+        self._paused_until = 0.0
+        self._holds: set[asyncio.Task[None]] = set()
+
+    async def acquire(self) -> None:
+        self._waiting += 1
+        queued = True
+        try:
+            async with self._lock:  # first come, first served
+                self._waiting -= 1
+                queued = False
+                await self._take()
+        finally:
+            if queued:
+                self._waiting -= 1
+
+    async def _take(self) -> None:
+        while True:
+            now = self._clock()
+            if now < self._paused_until:
+                await self._sleep(self._paused_until - now)
+                continue
+            while self._permits and now > self._permits[0][0] + self.tolerance:
+                self._permits.popleft()  # too late to use
+                self.voided += 1
+            if not self._permits:
+                await self._book()
+                continue
+            earliest, latest = self._permits.popleft()
+            if latest > now:
+                await self._sleep(latest - now)
+                now = self._clock()
+                if now < self._paused_until:
+                    continue  # penalized meanwhile: the permit is void
+                if now > earliest + self.tolerance:
+                    self.voided += 1
+                    continue  # woken too late
+            return
+
+    async def _book(self) -> None:
+        if self._holds:  # a pause this process asked for is in the schedule before we book after it
+            await asyncio.gather(*self._holds, return_exceptions=True)
+        count = min(self.batch, 1 + self._waiting)
+        sent = self._clock()
+        try:
+            start = await self._reserve(count)
+        except Exception as exc:
+            log.warning("rate limit: the shared schedule is unreachable (%s)", type(exc).__name__)
+            raise TransientError(
+                "Общий счётчик запросов к провайдеру недоступен (нет связи с базой данных); отправка повторится",
+                code="ratelimit:unavailable",
+                retry_after=5.0,
+            ) from exc
+        answered = self._clock()
+        self.reservations += 1
+        if answered - sent > self.tolerance:  # the schedule's "now" is too uncertain to place these permits
+            self.voided += count
+            log.info("rate limit: a reservation took %.0f ms; its %d permits are void", 1000 * (answered - sent), count)
+            return
+        for i in range(count):
+            offset = max(0.0, start + i / self.rate)
+            self._permits.append((sent + offset, answered + offset))
+
+    def penalize(self, seconds: float) -> None:
+        """Hold every caller here for `seconds` at once, and every other process from its next reservation."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        self._permits.clear()
+        task = asyncio.get_running_loop().create_task(self._hold_everyone(seconds))
+        self._holds.add(task)
+        task.add_done_callback(self._holds.discard)
+
+    async def _hold_everyone(self, seconds: float) -> None:
+        try:
+            await self._hold(seconds)
+        except Exception as exc:  # the local pause still holds; other processes meet the provider's 429 themselves
+            log.warning("rate limit: could not share a pause of %.1f s (%s)", seconds, type(exc).__name__)
+
+
+def _token_bucket(key: str, rate: float, burst: int) -> Limiter:
+    return TokenBucket(rate, burst)
+
+
+class RateLimiters:
+    """The limiters of one process, one per credential; the composition root makes one and hands it to every
+    adapter. `factory` makes a token's limiter (default: an in-process `TokenBucket`). Keys are hashed, so that
+    no token is kept as a dict key or handed to the factory."""
+
+    def __init__(self, factory: LimiterFactory | None = None) -> None:
+        self._factory = factory or _token_bucket
+        self._buckets: dict[str, Limiter] = {}
+
+    def for_token(self, token: str, rate: float, burst: int = 1) -> Limiter:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = self._factory(key, rate, burst)
+        return bucket

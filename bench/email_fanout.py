@@ -1,0 +1,298 @@
+"""Benchmark: e-mail fan-out to 1,000 and 10,000 guardians — the gateway vs Apprise vs a raw aiosmtplib blast.
+
+All three send one letter per guardian to the same local SMTP server (the SMTP emulator, aiosmtpd, run in its
+own process so that it does not share the client's event loop):
+
+- **zvonok**: the whole gateway — a deputy posts to a school whose guardians are in no chat, the planner makes
+  one e-mail delivery each, the SQLite outbox commits them, the dispatcher sends them through `EmailChannel`
+  (a pool of 4 SMTP connections, a rendered MIME letter per guardian, a stable Message-ID), and records every
+  outcome. Time from `post()` to every delivery final.
+- **apprise** (`pip install apprise`), in its fastest configuration for this job: the recipients split over
+  as many `mailto://` URLs as our pool has connections, notified at once (each URL is one SMTP connection
+  with one message per recipient, which is what Apprise does with several `to=`), and — measured too — one
+  URL with all recipients.
+- **raw**: the floor — a pool of 4 aiosmtplib connections sending one prebuilt message to each recipient,
+  with no rendering, no store and no bookkeeping.
+
+Reported: seconds, letters/s, the ratios (Apprise time / zvonok time, target ≥ 20; raw time / zvonok time,
+target ≥ 0.7), peak RSS of the gateway's process, and that the server received exactly one letter per
+recipient each time. Results: bench/results/email_fanout.json. Usage: `python bench/email_fanout.py [--sizes
+1000 10000] [--reps 3]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+
+from gateway.app import Gateway
+from gateway.clock import ShiftedClock
+from gateway.config import load_config
+from gateway.domain import FINAL_STATUSES, AnnouncementRequest, Audience, Group, Kind
+from gateway.roster import parse_roster
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "email_fanout.json"
+POOL = 4
+SUBJECT = "Изменение расписания: уроки сокращены"
+BODY = "Уважаемые родители! В пятницу уроки сокращены до 30 минут. Продлёнка работает как обычно."
+
+SERVER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from adapters.emulators.smtp import SmtpEmulator
+
+    async def main():
+        async with SmtpEmulator(idle_timeout=600) as smtp:
+            print(smtp.port, flush=True)
+            loop = asyncio.get_running_loop()
+            while True:
+                line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+                if line == "count":
+                    counts = {}
+                    for mail in smtp.messages:
+                        for rcpt in mail.recipients:
+                            counts[rcpt] = counts.get(rcpt, 0) + 1
+                    print(len(smtp.messages), len(counts), max(counts.values(), default=0), flush=True)
+                elif line == "clear":
+                    smtp.clear()
+                    print("ok", flush=True)
+                else:
+                    return
+
+    asyncio.run(main())
+    """
+)
+
+
+class Server:
+    """The SMTP emulator in a process of its own, asked over stdin how much it received."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 - our own emulator
+            [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE.parent
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def ask(self, command: str) -> str:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def received(self) -> tuple[int, int, int]:
+        messages, recipients, most = (int(x) for x in self.ask("count").split())
+        return messages, recipients, most
+
+    def close(self) -> None:
+        self.ask("quit")
+        self.proc.wait(timeout=10)
+
+
+def recipients(n: int) -> list[str]:
+    return [f"parent{i:05d}@mail.example" for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------------- zvonok
+
+
+def write_school(root: Path, n: int, port: int) -> None:
+    (root / "schools").mkdir(parents=True)
+    (root / "zvonok.yaml").write_text(
+        f"email: {{host: 127.0.0.1, port: {port}, from: noreply@school.example, pool_size: {POOL}}}\n"
+        "dispatch: {batch_size: 500}\n",
+        encoding="utf-8",
+    )
+    (root / "schools" / "bench.yaml").write_text(
+        textwrap.dedent(
+            """\
+            id: bench
+            name: Школа для замера
+            timezone: Europe/Moscow
+            calendar: {vacations: []}
+            staff: [{id: dep, name: Завуч, role: deputy}]
+            classes: [{name: 5А}]
+            """
+        ),
+        encoding="utf-8",
+    )
+    rows = ["Класс;Ученик;Представитель;E-mail;В чате"]
+    rows += [f"5А;Ученик {i};Родитель {i};{address};нет" for i, address in enumerate(recipients(n))]
+    (root / "roster.csv").write_text("\n".join(rows), encoding="utf-8")
+
+
+async def zvonok(n: int, server: Server) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_school(root, n, server.port)
+        config = load_config(root)
+        config = replace(config, settings=replace(config.settings, database=f"sqlite:///{root / 'z.db'}"))
+        tuesday_10 = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)  # inside the window; e-mail is not held anyway
+        gateway = await Gateway.open(config, clock=ShiftedClock(tuesday_10 - datetime.now(UTC)))
+        try:
+            school = config.schools["bench"]
+            roster = parse_roster((root / "roster.csv").read_bytes(), school)
+            await gateway.import_roster("bench", roster)
+            request = AnnouncementRequest(
+                "bench", "dep", Kind.SCHEDULE_CHANGE, "уроки сокращены", BODY, Audience(frozenset({Group.PARENTS}))
+            )
+            started = time.perf_counter()
+            posted = await gateway.post(request)
+            while True:
+                await gateway.dispatcher.run_once()
+                counts = await gateway.store.progress(posted.id)
+                if all(status in FINAL_STATUSES for status in counts):
+                    break
+                await asyncio.sleep(0.01)
+            return time.perf_counter() - started
+        finally:
+            await gateway.close()
+
+
+# ---------------------------------------------------------------------------------------------------- apprise
+
+
+def apprise_send(n: int, server: Server, urls: int) -> float:
+    import apprise
+
+    targets = recipients(n)
+    groups = [targets[i::urls] for i in range(urls)]
+    started = time.perf_counter()
+    threads = []
+    failures = []
+
+    def send(group: list[str]) -> None:
+        notifier = apprise.Apprise()
+        url = f"mailto://127.0.0.1:{server.port}?mode=insecure&from=noreply@school.example&to={','.join(group)}"
+        notifier.add(url)
+        if not notifier.notify(title=SUBJECT, body=BODY):
+            failures.append(len(group))
+
+    for group in groups:
+        thread = threading.Thread(target=send, args=(group,))
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise RuntimeError(f"Apprise reported failures for {sum(failures)} recipients")
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------------------------- raw
+
+
+async def raw(n: int, server: Server) -> float:
+    message = EmailMessage()
+    message["From"] = "noreply@school.example"
+    message["Subject"] = SUBJECT
+    message.set_content(BODY)
+    data = message.as_bytes()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for address in recipients(n):
+        queue.put_nowait(address)
+    started = time.perf_counter()
+
+    async def worker() -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False, use_tls=False)
+        await smtp.connect()
+        try:
+            while not queue.empty():
+                address = queue.get_nowait()
+                await smtp.sendmail("noreply@school.example", [address], data)
+        finally:
+            await smtp.quit()
+
+    await asyncio.gather(*(worker() for _ in range(POOL)))
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
+def checked(server: Server, n: int, what: str) -> None:
+    messages, distinct, most = server.received()
+    if (messages, distinct, most) != (n, n, 1):
+        raise RuntimeError(f"{what}: server got {messages} letters to {distinct} recipients (most {most}), not {n}")
+    server.ask("clear")
+
+
+def main(sizes: list[int], reps: int) -> dict[str, Any]:
+    server = Server()
+    out: dict[str, Any] = {"benchmark": "email_fanout", "pool_connections": POOL, "sizes": {}}
+    try:
+        for n in sizes:
+            times: dict[str, list[float]] = {"zvonok": [], "apprise": [], "apprise_one_url": [], "raw": []}
+            for _ in range(reps):
+                times["raw"].append(asyncio.run(raw(n, server)))
+                checked(server, n, "raw")
+                times["zvonok"].append(asyncio.run(zvonok(n, server)))
+                checked(server, n, "zvonok")
+                times["apprise"].append(apprise_send(n, server, POOL))
+                checked(server, n, "apprise")
+            if n <= 1000:  # one connection for everything: slow, measured once on the small size
+                times["apprise_one_url"].append(apprise_send(n, server, 1))
+                checked(server, n, "apprise, one URL")
+            median = {k: round(statistics.median(v), 3) for k, v in times.items() if v}
+            out["sizes"][str(n)] = {
+                "runs_seconds": {k: [round(x, 3) for x in v] for k, v in times.items() if v},
+                "median_seconds": median,
+                "letters_per_second": {k: round(n / v, 1) for k, v in median.items()},
+                "apprise_over_zvonok": round(median["apprise"] / median["zvonok"], 2),
+                "zvonok_share_of_raw_rate": round(median["raw"] / median["zvonok"], 3),
+            }
+            print(f"{n} letters: " + ", ".join(f"{k} {v} s" for k, v in median.items()), flush=True)
+    finally:
+        server.close()
+    out["targets"] = {"apprise_over_zvonok_at_least": 20, "zvonok_share_of_raw_rate_at_least": 0.7}
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["machine"] = {"python": platform.python_version(), "platform": platform.platform()}
+    out["summary"] = summary(out)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(out, ensure_ascii=False, indent=2), encoding="utf-8")
+    return out
+
+
+def summary(out: dict[str, Any]) -> list[str]:
+    lines = [
+        "E-mail fan-out to the same local SMTP server (aiosmtpd in its own process), 4 connections each:",
+        "",
+        "| letters | zvonok (s) | Apprise (s) | raw aiosmtplib (s) | Apprise ÷ zvonok | zvonok ÷ raw rate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, r in out["sizes"].items():
+        m = r["median_seconds"]
+        lines.append(
+            f"| {int(n):,} | {m['zvonok']} | {m['apprise']} | {m['raw']} | {r['apprise_over_zvonok']} "
+            f"| {r['zvonok_share_of_raw_rate']} |"
+        )
+    lines += ["", "Targets: Apprise ÷ zvonok ≥ 20; zvonok ≥ 0.7 × the raw rate."]
+    return lines
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    result = main(args.sizes, args.reps)
+    print("\n".join(result["summary"]))

@@ -1,0 +1,185 @@
+"""Run every benchmark, then write BENCHMARKS.md from their results: `./run bench` (or `python bench/run.py`).
+
+Each benchmark is a script in this folder that writes `bench/results/<name>.json`; they run one after another
+(never together: the machine has two cores and is shared). `--only NAME` runs some of them; `--render` only
+rewrites BENCHMARKS.md from the results already there. Figures are medians of several runs where the script
+says so, and ratios are always taken within one run of one script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+REPORT = HERE.parent / "BENCHMARKS.md"
+
+# name -> (script arguments, how to summarise its JSON)
+Renderer = Callable[[dict[str, Any]], list[str]]
+
+
+def _vk(r: dict[str, Any]) -> list[str]:
+    b, s, f = r["batched"], r["single"], r["floor"]
+    return [
+        f"An announcement to {r['chats']:,} VK chats on one community token; the emulator enforces "
+        f"{r['emulator_rate_limit_rps']} requests/s per token (error 6 above it).",
+        "",
+        "| mode | messages | seconds | messages/s | requests | error 6 |",
+        "|---|---|---|---|---|---|",
+        f"| `execute` batches of 25 | {b['messages']:,} | {b['seconds']} | {b['messages_per_second']} "
+        f"| {b['http_requests']} | {b['error_6_answers']} |",
+        f"| one `messages.send` per message | {s['messages']:,} | {s['seconds']} | {s['messages_per_second']} "
+        f"| {s['http_requests']} | {s['error_6_answers']} |",
+        f"| floor: single calls at the limit | {r['chats']:,} | {f['seconds']} | {f['messages_per_second']} | | |",
+        "",
+        f"Batched is **{r['batched_speedup_vs_floor']}×** the single-call floor (target ≥ 10×: "
+        f"{'met' if r['target_met'] else 'missed'}); every chat got exactly one message: "
+        f"{r['each_batched_chat_got_exactly_one']}.",
+    ]
+
+
+def _max(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"An announcement to {r['chats']} MAX chats on one bot token through the whole gateway (planner, SQLite "
+        f"outbox, dispatcher, adapter, emulator over HTTP); the emulator allows {r['emulator_rate_limit_rps']} "
+        f"requests/s per token. Floor: {r['floor']['seconds']} s.",
+        "",
+        "| setting | runs (s) | median (s) | × floor | 429s | requests |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in r["settings"]:
+        runs = v.get("runs", [])
+        seconds = ", ".join(str(run["seconds"]) for run in runs)
+        refused = sum(run.get("rate_limited_429", 0) for run in runs)
+        requests = ", ".join(str(run.get("http_requests")) for run in runs)
+        lines.append(
+            f"| {v['variant']} | {seconds} | {v.get('median_seconds')} | {v.get('ratio')} | {refused} | {requests} |"
+        )
+    lines += [
+        "",
+        f"Default: **{r['ratio']}×** the floor "
+        f"(target ≤ {r['target_ratio']}: {'met' if r['target_met'] else 'missed'}); "
+        f"{r['deliveries_per_second']} deliveries/s; every chat exactly once: {r['exactly_once']}.",
+    ]
+    return lines
+
+
+def _store(r: dict[str, Any]) -> list[str]:
+    p = r["plan"]
+    return [
+        f"Committing one region-size plan in one transaction: {p['deliveries']:,} deliveries "
+        f"({p['email_deliveries']:,} e-mails) and {p['coverage_rows']:,} coverage rows.",
+        "",
+        "| backend | runs (s) | median (s) |",
+        "|---|---|---|",
+        f"| SQLite {r['sqlite']['version']} (synchronous={r['sqlite']['synchronous']}) | "
+        f"{', '.join(str(x) for x in r['sqlite']['runs_seconds'])} | {r['sqlite']['median_seconds']} |",
+        f"| PostgreSQL {r['postgresql']['server_version'].split()[0]} | "
+        f"{', '.join(str(x) for x in r['postgresql']['runs_seconds'])} | {r['postgresql']['median_seconds']} |",
+    ]
+
+
+def _workers(r: dict[str, Any]) -> list[str]:
+    w = r["workload"]
+    lines = [
+        f"{w['deliveries']:,} deliveries ({w['max_chats']:,} MAX chats, {w['vk_chats']:,} VK chats, {w['letters']:,} "
+        f"letters, {w['tokens']} tokens) by `zvonok worker` processes against emulators with their limits raised so "
+        f"that providers do not bound it ({r['settings']['dispatch']}).",
+        "",
+        "| backend | worker processes | runs (s) | median (s) | deliveries/s | all delivered once |",
+        "|---|---|---|---|---|---|",
+    ]
+    for x in r["results"]:
+        runs = ", ".join(str(run["seconds"]) for run in x["runs"])
+        lines.append(
+            f"| {x['backend']} | {x['workers']} | {runs} | {x['median_seconds']} | {x['median_deliveries_per_s']} "
+            f"| {x['all_delivered_once']} |"
+        )
+    lines += [
+        "",
+        f"The machine has {r['machine']['cpu_count']} cores, shared by the workers, the emulators and PostgreSQL: one "
+        "worker uses about one core, so a third process adds little — the cores run out, not the store.",
+    ]
+    return lines
+
+
+def _generic(r: dict[str, Any]) -> list[str]:
+    summary = r.get("summary")
+    if isinstance(summary, list):
+        return [str(line) for line in summary]
+    return ["```json", json.dumps(r, ensure_ascii=False, indent=2)[:3000], "```"]
+
+
+BENCHMARKS: dict[str, tuple[list[str], Renderer, str]] = {
+    "max_fanout": ([], _max, "MAX: 600 chats on one token against the 30 rps limit"),
+    "vk_fanout": ([], _vk, "VK: 2,000 chats on one community token, with and without `execute`"),
+    "store_plan": ([], _store, "Store: committing a region-wide plan"),
+    "email_fanout": ([], _generic, "E-mail: 1,000 and 10,000 letters, the gateway vs Apprise vs a raw blast"),
+    "workers": ([], _workers, "PostgreSQL: 1, 2 and 3 worker processes"),
+}
+
+
+def run(names: list[str]) -> None:
+    for name in names:
+        script = HERE / f"{name}.py"
+        if not script.exists():
+            print(f"-- {name}: no script, skipped", flush=True)
+            continue
+        args = BENCHMARKS[name][0]
+        print(f"-- {name} ...", flush=True)
+        started = time.monotonic()
+        subprocess.run([sys.executable, str(script), *args], check=True, cwd=HERE.parent)  # noqa: S603 - our scripts
+        print(f"-- {name}: {time.monotonic() - started:.0f} s", flush=True)
+
+
+def render() -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Regenerate every figure with `./run bench` (runs `bench/run.py`: each benchmark in turn, results in",
+        "`bench/results/*.json`, then this file). Medians are of the runs listed; ratios are taken within one run.",
+        f"Machine: {os.cpu_count()} cores, {_memory()}, Python {platform.python_version()}, {platform.system()} "
+        f"{platform.machine()}; shared with other work, so absolute times are noisy.",
+        "",
+    ]
+    for name, (_args, summarise, title) in BENCHMARKS.items():
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text(encoding="utf-8"))
+        stamp = time.strftime("%Y-%m-%d", time.gmtime(path.stat().st_mtime))
+        lines += [f"## {title}", "", f"`bench/{name}.py`, results of {stamp}.", "", *summarise(result), ""]
+    REPORT.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {REPORT}")
+
+
+def _memory() -> str:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            kib = int(meminfo.readline().split()[1])
+        return f"{kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        return "memory unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these")
+    parser.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from the results")
+    args = parser.parse_args()
+    if not args.render:
+        run(args.only or list(BENCHMARKS))
+    render()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""The composition root: configuration + store + channels + clock = a running gateway.
+
+Everything the CLI (and later the HTTP API) does goes through `Gateway`: importing a roster, previewing and
+posting an announcement, dispatching, reporting. Nothing here knows a wire format.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from adapters.base import Channel, Message
+from adapters.ratelimit import Limiter, RateLimiters, ReservingBucket
+from gateway import forwarding
+from gateway.chats import CheckResult, check_chats, effective_school
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config
+from gateway.dispatcher import Dispatcher
+from gateway.domain import EMAIL, AnnouncementRequest, ChatBinding, ChatKind, Group, Kind, School
+from gateway.errors import NotFound, PolicyViolation
+from gateway.estimate import Estimate, estimate
+from gateway.lint import Finding, lint
+from gateway.planner import Note, Plan, plan
+from gateway.policy import check_request
+from gateway.reports import Report, build_report
+from gateway.roster import Roster, guardian_key
+from gateway.store import open_store
+from gateway.store.base import AnnouncementRecord, Claimed, RosterChange, Store, TaskRow
+from schedules.windows import end_of_school_day, is_allowed, next_allowed
+
+log = logging.getLogger("zvonok")
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What posting would do: the plan, the content findings, the completion estimate, the override to audit."""
+
+    plan: Plan
+    findings: list[Finding]
+    estimate: Estimate
+    audit: str  # non-empty: this is a force majeure, and this is what the audit log will say
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.blocking]
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    id: int
+    created: bool
+    preview: Preview
+
+    @property
+    def plan(self) -> Plan:
+        return self.preview.plan
+
+
+class Gateway:
+    def __init__(self, config: Config, store: Store, channels: Mapping[str, Channel], clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.channels = dict(channels)
+        self.clock = clock
+        self.installation = ""
+        self.dispatcher = Dispatcher(
+            store, self.channels, self.render, clock, config.settings.dispatch, allowed=self.allowed
+        )
+
+    @classmethod
+    async def open(
+        cls,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        store: Store | None = None,
+        channels: Mapping[str, Channel] | None = None,
+    ) -> Gateway:
+        """Open the store, build the channels the configuration needs, and record the configured chats."""
+        store = store or await open_store(config.settings.database, base_dir=config.root)
+        if channels is None:
+            channels = build_channels(config, clock=clock, store=store)
+        gateway = cls(config, store, channels, clock or SystemClock())
+        gateway.installation = await store.installation()
+        for school in config.schools.values():
+            await store.sync_chats(school, gateway.clock.now())
+        return gateway
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.aclose()
+        await self.store.close()
+
+    # ------------------------------------------------------------------ roster
+
+    async def import_roster(self, school_id: str, roster: Roster) -> RosterChange:
+        """Replace the school's roster with a validated one, in one transaction."""
+        school = self.config.school(school_id)
+        guardians = roster.guardians(school.id)
+        students: dict[tuple[str, str], list[str]] = {}
+        for entry in roster.entries:
+            students.setdefault((guardian_key(school.id, entry), entry.class_name), []).append(entry.student)
+        joined = {key: "; ".join(sorted(set(names))) for key, names in students.items()}
+        return await self.store.replace_roster(school.id, guardians, joined, self.clock.now())
+
+    # ------------------------------------------------------------------ announcements
+
+    async def school_view(self, school_id: str) -> School:
+        """The school as configured, plus the chats the admin mapped from the bot's webhook."""
+        school = self.config.school(school_id)
+        return effective_school(school, await self.store.chats(school.id))
+
+    async def preview(self, request: AnnouncementRequest, *, check_chats: bool = False) -> Preview:
+        """What posting the request would do, checked against the rules, without committing anything.
+
+        With `check_chats`, the audience's chats whose last health check is stale are checked first, so that
+        the author sees a chat the bot can no longer post to (its parents then appear as e-mailed).
+        """
+        school = await self.school_view(request.school_id)
+        check_request(school, request)
+        findings = lint(request.title, request.text, self.config.lint_settings(school.id))
+        if check_chats:
+            audience = set(request.audience.class_names(school))
+            bindings = [c for name in audience for c in school.classes[name].chats.values()]
+            if request.audience.groups & {Group.TEACHERS} and school.teachers_chat:
+                bindings.append(school.teachers_chat)
+            await self.check_chats(school.id, only=bindings, stale_only=True)
+        guardians = await self.store.guardians(school.id)
+        dead = await self.store.dead_chats(school.id)
+        now = self.clock.now()
+        start = max(now, request.send_at) if request.send_at else now
+        urgent = request.kind is Kind.FORCE_MAJEURE
+
+        def earliest(chat: ChatBinding | None, class_name: str) -> datetime:
+            if urgent or (chat is None and not school.email_in_window):
+                return start
+            window = school.window_for(class_name) if chat is not None else school.window
+            return next_allowed(start, zone=school.zone, window=window, calendar=school.calendar)
+
+        def deadline(class_name: str) -> datetime:
+            return end_of_school_day(
+                start, zone=school.zone, window=school.window_for(class_name), calendar=school.calendar
+            )
+
+        planned = plan(school, request, guardians, dead_chats=dead, earliest=earliest, start=start, deadline=deadline)
+        backlog = await self.store.backlog(now)
+        rates = {"max": self.config.settings.max.rate, "vk": self.config.settings.vk.rate}
+        expected = estimate(planned, school, request.kind, now=now, backlog=backlog, rates=rates)
+        return Preview(planned, findings, expected, self._audit_text(school, request, start) if urgent else "")
+
+    def _audit_text(self, school: School, request: AnnouncementRequest, start: datetime) -> str:
+        """What the audit log says of a force majeure: why, and which rule it overrides."""
+        local = start.astimezone(school.zone)
+        reason = request.reason.strip() or request.title
+        if not school.calendar.is_school_day(local.date()):
+            rule = f"отправка в нерабочий день ({school.calendar.day_off_reason(local.date())})"
+        elif not is_allowed(start, zone=school.zone, window=school.window, calendar=school.calendar):
+            rule = f"отправка вне окна рассылки {school.window} (в {local:%H:%M})"
+        else:
+            rule = "отправка в окне рассылки"
+        return f"форс-мажор: {reason}; {rule}; аудитория: {request.audience.describe()}"
+
+    async def check_chats(
+        self, school_id: str, *, only: list[ChatBinding] | None = None, stale_only: bool = False
+    ) -> list[CheckResult]:
+        """Health-check chats (all of the school's, or `only`), recording what each check says."""
+        school = await self.school_view(school_id)
+        max_age = None
+        if stale_only:
+            max_age = timedelta(hours=self.config.settings.max.health_max_age_hours)
+        return await check_chats(school, self.store, self.channels, self.clock.now(), only=only, max_age=max_age)
+
+    async def post(self, request: AnnouncementRequest) -> Posted:
+        """Check, plan and commit an announcement with all its deliveries; then wake the dispatcher."""
+        preview = await self.preview(request)
+        if preview.blocking:
+            raise PolicyViolation(
+                "объявление нарушает правила школы: " + "; ".join(f.message for f in preview.blocking)
+            )
+        planned = preview.plan
+        announcement_id, created = await self.store.create_announcement(
+            request, planned, self.clock.now(), audit=preview.audit
+        )
+        if created:
+            log.info(
+                "announcement %s committed: %d deliveries, %d unreachable, %d forwarding tasks",
+                announcement_id,
+                len(planned.deliveries),
+                len(planned.unreachable()),
+                len(planned.tasks),
+            )
+        self.dispatcher.wake()
+        return Posted(announcement_id, created, preview)
+
+    # ------------------------------------------------------------------ forwarding by class teachers
+
+    async def forward(self, task_id: int, actor: str, note: str = "", *, automatic: bool = False) -> TaskRow:
+        """The class teacher (or the administration) forwards a task to the class's chats (gateway.forwarding)."""
+        return await forwarding.forward(self, task_id, actor, note, automatic=automatic)
+
+    async def handle_overdue_tasks(self) -> int:
+        """Forwarding tasks past their deadline: auto-forward or escalate, as each school says (gateway.forwarding)."""
+        return await forwarding.handle_overdue(self)
+
+    # ------------------------------------------------------------------ windows at send time
+
+    def allowed(self, claimed: Claimed, announcement: AnnouncementRecord, when: datetime) -> datetime:
+        """The earliest moment at or after `when` the delivery may go out (force majeure: at once)."""
+        if announcement.kind == Kind.FORCE_MAJEURE.value:
+            return when
+        school = self.config.school(announcement.school_id)
+        if claimed.channel == EMAIL:
+            if not school.email_in_window or claimed.note == Note.ESCALATION.value:
+                return when
+            window = school.window
+        else:
+            window = school.window_for(claimed.class_name)
+        return next_allowed(when, zone=school.zone, window=window, calendar=school.calendar)
+
+    async def announcement(self, announcement_id: int) -> AnnouncementRecord:
+        record = await self.store.announcement(announcement_id)
+        if record is None:
+            raise NotFound(f"объявление № {announcement_id} не найдено")
+        return record
+
+    async def report(self, announcement_id: int) -> Report:
+        record = await self.announcement(announcement_id)
+        return await build_report(self.store, self.config.school(record.school_id), record)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def render(self, claimed: Sequence[Claimed], announcements: Mapping[int, AnnouncementRecord]) -> Message:
+        """The message for one delivery, or one message for a bundle of one chat's deliveries."""
+        first = claimed[0]
+        parts = [announcements[c.announcement_id] for c in claimed]
+        school = self.config.school(parts[0].school_id)  # the name is all it needs: no registry lookup
+        if first.channel == EMAIL:
+            audience = f"{first.class_name} класс" if first.class_name else parts[0].audience_label
+        else:
+            label = ChatKind(first.chat_kind).label if first.chat_kind else ""
+            audience = f"{first.class_name}, {label}" if first.class_name else label
+        if first.note == Note.ESCALATION.value:  # a letter to the author about classes that did not forward
+            title, kind_code, kind_label = f"не переслано классам: {parts[0].title}", "general", "Zvonok"
+            text = f"{first.addendum}\n\nТекст объявления:\n{parts[0].text}"
+            key = f"zv-{self.installation}-{parts[0].id}-{first.id}"
+            reference = f"объявление № {parts[0].id}"
+        elif len(claimed) == 1:
+            kind = Kind(parts[0].kind)
+            title, text, kind_code, kind_label = parts[0].title, parts[0].text, kind.value, kind.label
+            key = f"zv-{self.installation}-{parts[0].id}-{first.id}"
+            reference = f"объявление № {parts[0].id}"
+            if first.addendum:
+                text = f"{text}\n\nКомментарий классного руководителя: {first.addendum}"
+        else:  # one message rather than many: the items of a bundle, clearly separated
+            title, kind_code, kind_label = f"объявления школы ({len(parts)})", Kind.GENERAL.value, "Сегодня"
+            items = []
+            for n, (c, a) in enumerate(zip(claimed, parts, strict=True), start=1):
+                item = f"{n}. {Kind(a.kind).label}: {a.title}\n{a.text}"
+                if c.addendum:
+                    item += f"\nКомментарий классного руководителя: {c.addendum}"
+                items.append(item)
+            text = "\n\n— — —\n\n".join(items)
+            key = f"zv-{self.installation}-b{first.bundle}"
+            reference = "объявления № " + ", ".join(str(a.id) for a in parts)
+        ack_url = unsubscribe_url = ""
+        s = self.config.settings
+        family = first.channel == EMAIL and first.class_name and first.note != Note.ESCALATION.value
+        if family and s.public_url and s.secret:  # a letter to a family: «Ознакомлен» and unsubscribe (gateway.web)
+            from gateway.web.links import letter_links
+
+            ack_url, unsubscribe_url = letter_links(s.public_url, s.secret, first.id, parts[0].created_at)
+        return Message(
+            key=key,
+            account=first.account,
+            target=first.target,
+            school=school.name,
+            kind=kind_code,
+            kind_label=kind_label,
+            title=title,
+            text=text,
+            audience=audience,
+            recipient_name=first.recipient_name,
+            reference=reference,
+            ack_url=ack_url,
+            unsubscribe_url=unsubscribe_url,
+        )
+
+    def school(self, school_id: str | None) -> School:
+        return self.config.school(school_id)
+
+
+def build_channels(
+    config: Config, *, limiters: RateLimiters | None = None, clock: Clock | None = None, store: Store | None = None
+) -> dict[str, Channel]:
+    """The channels the configuration uses, each configured from `zvonok.yaml` and the schools' tokens.
+
+    Per-token rate limits are `limiters` if given; else shared through `store` by every process using it, when
+    the store keeps them (PostgreSQL); else this process's own (SQLite: one process sends).
+    """
+    from adapters.email import EmailChannel
+
+    limiters = limiters or rate_limiters(store)
+    s = config.settings
+    channels: dict[str, Channel] = {EMAIL: EmailChannel(s.email, clock=clock.now if clock else None)}
+    used = {chat.channel for school in config.schools.values() for chat in school.chats()}
+    if "max" in used:
+        from adapters.max import CA_BUNDLE, MaxChannel
+
+        channels["max"] = MaxChannel(
+            config.tokens["max"],
+            base_url=s.max.base_url,
+            ca_bundle=s.max.ca_bundle or CA_BUNDLE,  # default: the shipped Russian Trusted Root CA
+            limiters=limiters,
+            rate=s.max.rate,
+            timeout=s.max.timeout,
+        )
+    if "vk" in used:
+        from adapters.vk import VkChannel
+
+        channels["vk"] = VkChannel(
+            config.tokens["vk"], base_url=s.vk.base_url, limiters=limiters, rate=s.vk.rate, timeout=s.vk.timeout
+        )
+    return channels
+
+
+def rate_limiters(store: Store | None) -> RateLimiters:
+    """The providers' per-token limits: kept in the store when several processes share it (each process reserves
+    permits from it a batch at a time: adapters.ratelimit.ReservingBucket), else in this process."""
+    if store is None or not store.shares_rate_limits:
+        return RateLimiters()
+    shared = store
+
+    def bucket(key: str, rate: float, burst: int) -> Limiter:
+        async def reserve(count: int) -> float:
+            return await shared.reserve_permits(key, count, rate, burst)
+
+        async def hold(seconds: float) -> None:
+            await shared.hold_permits(key, seconds)
+
+        return ReservingBucket(rate, reserve, hold)
+
+    return RateLimiters(bucket)

@@ -1,0 +1,288 @@
+"""Sending what is due: claim deliveries under a lease, send them through their channel, record the outcomes.
+
+One lane per channel, so a slow channel (MAX at 30 requests/s) never holds up a fast one (e-mail). A lane
+claims a batch of its channel's due deliveries, sends them in chunks (each chunk's outcomes are committed as
+soon as the chunk is done, which bounds what a crash can make us resend), and claims again until nothing is
+due.
+
+What an outcome does to a delivery (the adapter's error class decides):
+
+    Sent                    delivered
+    find_sent found it      delivered (reconciled: the earlier, unanswered send had arrived)
+    TransientError          temporary failure; retried at now + backoff (exponential, jittered), or at the
+                            pause the provider asked for; after `max_attempts` it fails for good
+    UnknownOutcome          unknown; re-checked soon with `find_sent` before any resend
+    DeadTarget              failed for good; the chat is marked dead, the admin alerted, its people e-mailed
+    CredentialError         failed for good; the admin alerted; the chat's people e-mailed
+    PermanentError          failed for good; a chat's people e-mailed
+
+A delivery whose lease ran out (its sender died mid-send) comes back `maybe_sent`, and is reconciled first. A
+sender that is alive keeps its leases while it sends (a heartbeat every third of a lease), however slow the
+send: several processes sharing a token's rate make each of them slower.
+
+Between rounds the dispatcher sleeps until the next due time, a wake-up in the process (an announcement posted
+here, a window opening) or a commit in another process (`Store.wait_for_work`: PostgreSQL's LISTEN/NOTIFY);
+the poll (`poll_seconds`) is the fallback.
+
+Windows are checked again at send time (`allowed`): a delivery due but outside its window — a retry that slipped
+past 19:00, or work found by a process that was down over the window — is deferred to the next opening without
+counting an attempt. Deliveries claimed as one bundle (held deliveries of a chat for the same opening) are
+rendered as one message and share its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from adapters.base import (
+    AdapterError,
+    Channel,
+    CredentialError,
+    DeadTarget,
+    Message,
+    Outcome,
+    RateLimited,
+    Sent,
+    TransientError,
+    UnknownOutcome,
+)
+from gateway.clock import Clock
+from gateway.config import DispatchSettings
+from gateway.domain import EMAIL, Status
+from gateway.store.base import AnnouncementRecord, Claimed, Result, Store
+
+log = logging.getLogger("zvonok.dispatcher")
+
+Render = Callable[[Sequence[Claimed], Mapping[int, AnnouncementRecord]], Message]
+"""One message for a delivery, or for a bundle of deliveries of one chat (with their announcements by id)."""
+Allowed = Callable[[Claimed, AnnouncementRecord, datetime], datetime]
+"""The earliest moment at or after the given time when the delivery may go out (the window rules)."""
+
+
+def _chunks(claimed: Sequence[Claimed], size: int) -> list[list[Claimed]]:
+    """Chunks of about `size`, never splitting a bundle (its members are one message)."""
+    groups: dict[int, list[Claimed]] = {}
+    for c in claimed:
+        groups.setdefault(c.bundle if c.bundle is not None else -c.id, []).append(c)
+    chunks: list[list[Claimed]] = [[]]
+    for group in groups.values():
+        if chunks[-1] and len(chunks[-1]) + len(group) > size:
+            chunks.append([])
+        chunks[-1].extend(group)
+    return [chunk for chunk in chunks if chunk]
+
+
+def _always(claimed: Claimed, announcement: AnnouncementRecord, when: datetime) -> datetime:
+    return when
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        render: Render,
+        clock: Clock,
+        settings: DispatchSettings,
+        *,
+        chunk_sizes: Mapping[str, int] | None = None,
+        rng: random.Random | None = None,
+        allowed: Allowed = _always,
+    ) -> None:
+        self.store = store
+        self.channels = dict(channels)
+        self.render = render
+        self.allowed = allowed
+        self.clock = clock
+        self.settings = settings
+        self.chunk_sizes = {"email": 16, "max": 30, "vk": 100, **(chunk_sizes or {})}
+        self.rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._stop: asyncio.Event | None = None  # set: no new batch is claimed (run() is ending)
+        self._announcements: dict[int, AnnouncementRecord] = {}
+
+    # ------------------------------------------------------------------ running
+
+    def wake(self) -> None:
+        """New work may be due (an announcement was committed, a window opened)."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Send everything due now, in every lane; returns how many deliveries were attempted."""
+        counts = await asyncio.gather(*(self._drain(name) for name in self.channels))
+        return sum(counts)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep sending until `stop` is set: drain, then sleep until the next due time, a wake-up (this process's
+        own, or another process's commit the store tells of: `Store.wait_for_work`) or the fallback poll.
+
+        Once `stop` is set, the batches already claimed are sent and recorded, and no new one is claimed: a
+        process told to stop (SIGTERM) ends within one batch, and leaves the rest to the others."""
+        self._stop = stop
+        try:
+            await self.store.listen()  # before the first claim: whatever is committed after it wakes us
+            while not stop.is_set():
+                self._wake.clear()
+                delay = self.settings.poll_seconds
+                try:
+                    await self.run_once()
+                    due = await self.store.next_due()
+                    if due is not None:
+                        delay = min(delay, max(0.0, (due - self.clock.now()).total_seconds()))
+                except Exception:  # a store hiccup must not end the service; the work is still in the store
+                    log.exception("dispatch round failed; retrying")
+                await self._sleep(delay, stop)
+        finally:
+            self._stop = None
+
+    async def _sleep(self, delay: float, stop: asyncio.Event) -> None:
+        """Wait up to `delay` seconds for a wake-up, for work another process committed, or for `stop`."""
+
+        async def other_processes() -> None:
+            try:
+                await self.store.wait_for_work(delay)
+            except Exception as exc:  # e.g. the database is unreachable: the plain poll still runs
+                log.warning("waiting for new work failed (%s); polling instead", type(exc).__name__)
+                await asyncio.sleep(delay)
+
+        waiters = {
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(other_processes()),
+        }
+        _, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _drain(self, channel_name: str) -> int:
+        total = 0
+        while self._stop is None or not self._stop.is_set():
+            claimed = await self.store.claim(
+                self.clock.now(), self.settings.batch_size, self.settings.lease_seconds, channels=(channel_name,)
+            )
+            if not claimed:
+                return total
+            total += len(claimed)
+            chunks = _chunks(claimed, self.chunk_sizes.get(channel_name, 16))
+            heartbeat = asyncio.create_task(self._keep_leases(claimed))
+            try:
+                await asyncio.gather(*(self._send_chunk(channel_name, chunk) for chunk in chunks))
+            finally:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)
+        return total
+
+    async def _keep_leases(self, claimed: Sequence[Claimed]) -> None:
+        """While a batch is being sent, extend its leases every third of a lease. A send can be slow and alive (a
+        token's rate shared with other processes, a provider's pause): it must not be taken over as if its sender
+        had died, or both would send. A sender that dies stops extending, and its leases run out as before."""
+        leases = [(c.id, c.lease_token) for c in claimed]
+        lease = timedelta(seconds=self.settings.lease_seconds)
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                await self.store.extend_leases(leases, self.clock.now() + lease)
+            except Exception as exc:  # the next beat tries again; a lease that runs out meanwhile is taken over
+                log.warning("could not extend %d leases (%s)", len(leases), type(exc).__name__)
+
+    # ------------------------------------------------------------------ one chunk
+
+    async def _send_chunk(self, channel_name: str, claimed: Sequence[Claimed]) -> None:
+        channel = self.channels[channel_name]
+        started = self.clock.now()
+        announcements = {c.announcement_id: await self._announcement(c.announcement_id) for c in claimed}
+        results: list[Result] = []
+        groups: dict[int, list[Claimed]] = {}
+        for c in claimed:
+            opens = self.allowed(c, announcements[c.announcement_id], started)
+            if opens > started:  # a delivery that may have gone out stays "unknown": reconciled before any send
+                waiting = Status.UNKNOWN if c.maybe_sent else Status.PENDING
+                results.append(Result(c.id, c.lease_token, waiting, started, "deferred", retry_at=opens))
+            else:
+                groups.setdefault(c.bundle if c.bundle is not None else -c.id, []).append(c)
+        members = list(groups.values())
+        messages = [self.render(group, announcements) for group in members]
+        outcomes: list[Outcome | None] = [None] * len(members)
+
+        # Whatever may have been sent before is checked with the provider before any resend.
+        checks = [i for i, group in enumerate(members) if any(c.maybe_sent for c in group)]
+        if checks:
+            found = await asyncio.gather(*(channel.find_sent(messages[i]) for i in checks), return_exceptions=True)
+            for i, result in zip(checks, found, strict=True):
+                if isinstance(result, Sent | AdapterError):
+                    outcomes[i] = result
+                elif isinstance(result, BaseException):
+                    log.error("find_sent failed unexpectedly for delivery %s: %r", members[i][0].id, result)
+                    outcomes[i] = UnknownOutcome("проверка доставки не удалась", code="internal")
+        to_send = [i for i, o in enumerate(outcomes) if o is None]
+        if to_send:
+            try:
+                sent = await channel.send_many([messages[i] for i in to_send])
+            except Exception as exc:  # an adapter bug: we cannot know what left, so reconcile later
+                log.exception("adapter %s failed unexpectedly", channel_name)
+                error = UnknownOutcome(f"внутренняя ошибка адаптера: {type(exc).__name__}", code="internal")
+                sent = [error] * len(to_send)
+            for i, answer in zip(to_send, sent, strict=True):
+                outcomes[i] = answer
+        reconciled = set(checks)
+        for i, (group, got) in enumerate(zip(members, outcomes, strict=True)):
+            if got is None:
+                continue
+            leader = self._result(group[0], got, started, reconciled=i in reconciled)
+            results.extend(replace(leader, delivery_id=c.id, lease_token=c.lease_token) for c in group)
+        await self.store.finish(results, self.clock.now())
+
+    def _result(self, claimed: Claimed, outcome: Outcome, started: datetime, *, reconciled: bool) -> Result:
+        if isinstance(outcome, Sent):
+            label = "reconciled" if reconciled else "delivered"
+            return Result(claimed.id, claimed.lease_token, Status.DELIVERED, started, label, outcome.provider_id)
+        is_chat = claimed.channel != EMAIL
+
+        def failed(status: Status, label: str, error: str = str(outcome), **extra: Any) -> Result:
+            return Result(
+                claimed.id, claimed.lease_token, status, started, label, error_code=outcome.code, error=error, **extra
+            )
+
+        if isinstance(outcome, TransientError):
+            if claimed.attempt >= self.settings.max_attempts:
+                error = f"попытки исчерпаны ({claimed.attempt}): {outcome}"
+                return failed(Status.PERMANENT_FAILURE, "exhausted", error, fallback=is_chat)
+            if isinstance(outcome, UnknownOutcome):
+                # the provider may still store a late request: give it the adapter's pause before looking
+                pause = max(self.settings.unknown_recheck_seconds, outcome.retry_after or 0.0)
+                recheck = self.clock.now() + timedelta(seconds=pause)
+                return failed(Status.UNKNOWN, "unknown", retry_at=recheck)
+            pause = self.backoff(claimed.attempt, outcome.retry_after)
+            label = "rate_limited" if isinstance(outcome, RateLimited) else "transient"
+            return failed(Status.TEMPORARY_FAILURE, label, retry_at=self.clock.now() + timedelta(seconds=pause))
+        if isinstance(outcome, DeadTarget):
+            return failed(Status.PERMANENT_FAILURE, "dead_target", fallback=is_chat, dead_chat=is_chat)
+        if isinstance(outcome, CredentialError):
+            alert = f"{claimed.channel.upper()}: учётные данные отклонены ({outcome}); проверьте токен или пароль"
+            return failed(Status.PERMANENT_FAILURE, "credential", fallback=is_chat, alert=alert)
+        return failed(Status.PERMANENT_FAILURE, "permanent", fallback=is_chat)
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before attempt `attempt + 1`: exponential from the base, capped, half-jittered."""
+        s = self.settings
+        ceiling = min(s.retry_cap_seconds, s.retry_base_seconds * 2.0 ** max(0, attempt - 1))
+        delay = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        return delay if retry_after is None else max(delay, retry_after)
+
+    async def _announcement(self, announcement_id: int) -> AnnouncementRecord:
+        record = self._announcements.get(announcement_id)
+        if record is None:
+            found = await self.store.announcement(announcement_id)
+            if found is None:
+                raise LookupError(f"announcement {announcement_id} vanished")
+            if len(self._announcements) > 1000:
+                self._announcements.clear()
+            record = self._announcements[announcement_id] = found
+        return record

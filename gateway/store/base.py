@@ -1,0 +1,496 @@
+"""The store contract: what the gateway keeps, and the transactions it needs. The store is the source of truth.
+
+Guarantees every backend keeps:
+- `create_announcement` commits the announcement with all its deliveries, coverage and gaps, or nothing; the
+  same (school, idempotency key) creates it once.
+- `claim` hands a due delivery to one caller at a time under a lease; when the lease runs out (the caller
+  died), the delivery is due again and is marked `maybe_sent`, so the sender reconciles before resending.
+  `extend_leases` keeps the leases of a sender that is alive but slow (a token's rate shared by processes).
+- `finish` records outcomes only for the lease that is still current (a late answer from a dead lease is
+  dropped), writes one attempt row per outcome, and on a chat's permanent failure moves that chat's people to
+  e-mail in the same transaction. A `deferred` outcome (due, but outside its window) returns the delivery to
+  waiting at a later time without counting an attempt, with the Result's status (pending, or unknown when it
+  may already have gone out, so that it is reconciled before any send).
+- Held chat deliveries of one chat waiting for the same window opening are claimed together, as one bundle
+  (`Claimed.bundle`, the leading delivery's id), every time: their message and its dedup key never change.
+- `forward` turns an open (or escalated) forwarding task into deliveries exactly once.
+- `claim_tick` says True to exactly one caller per (job, period), across processes: a periodic job's run.
+- Where several processes share the store (`shares_rate_limits`), `reserve_permits` hands out each credential's
+  permits once, in order, at the rate asked: processes that pace their requests by them stay under the limit
+  together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from gateway.domain import AnnouncementRequest, Guardian, School, Status
+from gateway.planner import Plan, PlannedDelivery
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncementRecord:
+    id: int
+    school_id: str
+    author: str
+    kind: str
+    title: str
+    text: str
+    audience_label: str
+    created_at: datetime
+    send_at: datetime | None
+    cancelled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery handed to a sender under a lease."""
+
+    id: int
+    announcement_id: int
+    channel: str
+    account: str
+    target: str
+    class_name: str
+    chat_kind: str
+    recipient_name: str
+    attempt: int
+    maybe_sent: bool
+    lease_token: str
+    bundle: int | None = None  # deliveries claimed as one message share the leader's id
+    addendum: str = ""  # the class teacher's note, for a forwarded delivery
+    note: str = ""  # why the delivery exists (planner.Note): "escalation" letters are rendered differently
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of one attempt, as the dispatcher decided it."""
+
+    delivery_id: int
+    lease_token: str
+    status: Status
+    started_at: datetime
+    outcome: str  # attempt label: delivered, reconciled, transient, rate_limited, unknown, permanent, ...
+    provider_id: str = ""
+    error_code: str = ""
+    error: str = ""
+    retry_at: datetime | None = None
+    fallback: bool = False  # a chat failed for good: e-mail the people it was to reach
+    dead_chat: bool = False  # ... because the chat itself is gone: remember it and alert the admin
+    alert: str = ""  # a problem an admin must fix (a refused bot token)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    id: int
+    channel: str
+    target: str
+    class_name: str
+    chat_kind: str
+    recipient_name: str
+    note: str
+    status: Status
+    attempts: int
+    error_code: str
+    last_error: str
+    provider_id: str
+    not_before: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageRow:
+    person: str
+    class_name: str
+    route: str
+    note: str
+    email: str
+    name: str
+    phone: str
+    students: str
+    opted_out: bool
+    delivery_id: int | None
+    delivery_status: Status | None
+    delivery_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class GapRow:
+    class_name: str
+    chat_kind: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    delivery_id: int
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    outcome: str
+    error_code: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: int
+    school_id: str
+    created_at: datetime
+    kind: str
+    subject: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRow:
+    """A chat the gateway knows: from the configuration, a bot_added webhook, or a failed send."""
+
+    channel: str
+    address: str
+    school_id: str
+    class_name: str
+    kind: str
+    title: str
+    status: str  # active | dead
+    status_reason: str
+    source: str  # config | webhook | dispatch | check
+    updated_at: datetime
+    checked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """A class teacher's forwarding task."""
+
+    id: int
+    announcement_id: int
+    school_id: str
+    class_name: str
+    teacher: str
+    groups: tuple[str, ...]
+    deadline: datetime
+    status: str  # open | forwarded | auto_forwarded | escalated
+    note: str
+    done_at: datetime | None
+    done_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    id: int
+    school_id: str
+    at: datetime
+    actor: str
+    action: str
+    announcement_id: int | None
+    details: str
+
+
+@dataclass(frozen=True, slots=True)
+class RosterChange:
+    added: int
+    updated: int
+    left: int
+    unchanged: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """A staff member's browser session (the store knows only the hash of its id)."""
+
+    school_id: str
+    staff_id: str
+    csrf_token: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """An integration's API token, acting as a staff member (the store knows only its hash)."""
+
+    id: int
+    school_id: str
+    staff_id: str
+    label: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LetterRow:
+    """An e-mail delivery to a family, as the parents' «Ознакомлен» and unsubscribe pages see it."""
+
+    delivery_id: int
+    announcement_id: int
+    school_id: str
+    target: str
+    title: str
+    acknowledged_at: datetime | None
+    opted_out: bool
+
+
+class Store(ABC):
+    """Durable state. Every method is one transaction."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def installation(self) -> str:
+        """This installation's id, made when the schema was created; part of every delivery key."""
+
+    # --- several processes: waking on new work, periodic jobs, shared provider rate limits
+
+    async def listen(self) -> None:
+        """Start noticing the work other processes commit (see `wait_for_work`); the dispatcher calls it before
+        its first `claim`, so that nothing committed after that claim is slept through. The default does nothing.
+        """
+        return None
+
+    async def wait_for_work(self, timeout: float) -> bool:  # noqa: ASYNC109 (a timeout is an answer here: False)
+        """Wait until another process commits new work (True) or `timeout` seconds pass (False).
+
+        A True may be spurious: the caller looks at the store either way. The default (SQLite) hears no other
+        process: it sleeps the timeout and says False. Work committed in the process itself wakes its dispatcher
+        directly (`Dispatcher.wake`); another process's commit (a CLI `announce`) is found at the next poll.
+        """
+        await asyncio.sleep(timeout)
+        return False
+
+    @abstractmethod
+    async def extend_leases(self, leases: Sequence[tuple[int, str]], until: datetime) -> int:
+        """A sender still at work keeps its deliveries: each (delivery id, lease token) whose lease is still
+        current is leased until `until` at least (a heartbeat); returns how many were. A delivery finished, or
+        taken over since, is left alone."""
+
+    @abstractmethod
+    async def claim_tick(self, job: str, period: str, owner: str, now: datetime) -> bool:
+        """Claim one run of a periodic job: True for exactly one caller per (job, period), whichever process it is
+        in; `period` names the run (the job's scheduled fire time), `owner` the caller (host:pid)."""
+
+    shares_rate_limits: ClassVar[bool] = False
+    """True when several processes send through this store at once, so it keeps the providers' rate limits
+    (`reserve_permits`, `hold_permits`); False when one process sends and paces itself (SQLite)."""
+
+    async def reserve_permits(self, key: str, count: int, rate: float, burst: int = 1) -> float:
+        """Reserve the next `count` permits of the credential `key` (a token's hash, never the token) at `rate`
+        permits per second: the seconds from now until the first of them; the others follow 1/rate apart.
+        `burst` lets an idle credential start up to (burst - 1)/rate in the past. Only where `shares_rate_limits`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no shared rate limits")
+
+    async def hold_permits(self, key: str, seconds: float) -> None:
+        """No permit of the credential `key` before `seconds` from now (the provider said "too many requests")."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no shared rate limits")
+
+    # --- schools, chats, roster
+
+    @abstractmethod
+    async def sync_chats(self, school: School, now: datetime) -> None:
+        """Record the school's configured chats (a chat already known keeps its status)."""
+
+    @abstractmethod
+    async def dead_chats(self, school_id: str) -> set[tuple[str, str]]:
+        """(channel, address) of the school's chats known to be gone."""
+
+    @abstractmethod
+    async def chats(self, school_id: str | None = None) -> list[ChatRow]:
+        """Every known chat (of one school), mapped or not."""
+
+    @abstractmethod
+    async def chat_seen(
+        self,
+        school_id: str,
+        channel: str,
+        address: str,
+        *,
+        alive: bool,
+        reason: str,
+        title: str,
+        source: str,
+        now: datetime,
+    ) -> bool:
+        """Record what a webhook or a health check said of a chat; True when its status changed.
+
+        A dead chat gets an open alert; a chat alive again has its alert resolved.
+        """
+
+    @abstractmethod
+    async def map_chat(self, channel: str, address: str, class_name: str, kind: str, now: datetime) -> None:
+        """Say which class's chat (and which kind: parents, students, teachers) a registered chat is."""
+
+    @abstractmethod
+    async def replace_roster(
+        self,
+        school_id: str,
+        guardians: Sequence[Guardian],
+        students: dict[tuple[str, str], str],
+        now: datetime,
+    ) -> RosterChange:
+        """Make the roster exactly `guardians`; those no longer listed are marked as having left.
+
+        `students` maps (guardian key, class name) to the children's names in that class.
+        """
+
+    @abstractmethod
+    async def guardians(self, school_id: str) -> list[Guardian]:
+        """The school's current guardians (not those who left)."""
+
+    # --- announcements
+
+    @abstractmethod
+    async def create_announcement(
+        self, request: AnnouncementRequest, plan: Plan, now: datetime, *, audit: str = ""
+    ) -> tuple[int, bool]:
+        """Commit the announcement and its plan (deliveries, coverage, gaps, forwarding tasks); (id, False) when
+        the idempotency key was used before. A non-empty `audit` is written to the audit log as a force-majeure
+        override by the author, in the same transaction."""
+
+    @abstractmethod
+    async def audit_log(self, school_id: str, limit: int = 100) -> list[AuditRow]:
+        """The school's audit log, newest first."""
+
+    # --- forwarding by class teachers
+
+    @abstractmethod
+    async def tasks(
+        self, *, school_id: str | None = None, announcement_id: int | None = None, teacher: str | None = None
+    ) -> list[TaskRow]: ...
+
+    @abstractmethod
+    async def forward(
+        self, task_id: int, *, actor: str, note: str, status: str, deliveries: Sequence[PlannedDelivery], now: datetime
+    ) -> bool:
+        """Forward a task: commit its deliveries (with `note` as their addendum), point the class's waiting
+        guardians at the parents' chat delivery, and close the task as `status` (forwarded | auto_forwarded).
+        False when the task was no longer open or escalated (someone forwarded it already)."""
+
+    @abstractmethod
+    async def add_deliveries(
+        self, announcement_id: int, deliveries: Sequence[PlannedDelivery], now: datetime, *, addendum: str = ""
+    ) -> int:
+        """Add deliveries to an announcement (a target it already has is skipped); returns how many were added."""
+
+    @abstractmethod
+    async def escalate(self, task_ids: Sequence[int], now: datetime, alert: str) -> list[int]:
+        """Mark open tasks escalated (their deadline passed); returns those this call escalated. The school of
+        the first one gets `alert` as an open alert."""
+
+    @abstractmethod
+    async def announcement(self, announcement_id: int) -> AnnouncementRecord | None: ...
+
+    @abstractmethod
+    async def announcements(self, school_id: str | None = None, limit: int = 50) -> list[AnnouncementRecord]: ...
+
+    # --- dispatch
+
+    @abstractmethod
+    async def claim(
+        self, now: datetime, limit: int, lease_seconds: float, *, channels: Sequence[str] = ()
+    ) -> list[Claimed]:
+        """Up to `limit` due deliveries (of these channels; all if none named), leased until now + lease_seconds."""
+
+    @abstractmethod
+    async def finish(self, results: Sequence[Result], now: datetime) -> int:
+        """Record outcomes (only for current leases); returns how many were recorded."""
+
+    @abstractmethod
+    async def backlog(self, now: datetime) -> dict[tuple[str, str], int]:
+        """Open deliveries already due, per (channel, account): the queue a new announcement waits behind."""
+
+    @abstractmethod
+    async def next_due(self) -> datetime | None:
+        """When the earliest open delivery becomes due (or its lease runs out); None when nothing is open."""
+
+    # --- reading
+
+    @abstractmethod
+    async def progress(self, announcement_id: int | None = None) -> dict[Status, int]:
+        """Deliveries by status, for one announcement or all."""
+
+    @abstractmethod
+    async def deliveries(self, announcement_id: int) -> list[DeliveryRow]: ...
+
+    @abstractmethod
+    async def coverage(self, announcement_id: int) -> list[CoverageRow]: ...
+
+    @abstractmethod
+    async def gaps(self, announcement_id: int) -> list[GapRow]: ...
+
+    @abstractmethod
+    async def attempts(self, delivery_id: int) -> list[AttemptRow]: ...
+
+    @abstractmethod
+    async def alerts(self, school_id: str | None = None) -> list[Alert]:
+        """Open alerts."""
+
+    # --- staff accounts, sessions, API tokens (gateway.web)
+
+    @abstractmethod
+    async def set_password(self, school_id: str, staff_id: str, password_hash: str, now: datetime) -> None:
+        """Set a staff member's password hash; their open sessions end (a new password logs out everywhere)."""
+
+    @abstractmethod
+    async def password_hash(self, school_id: str, staff_id: str) -> str | None: ...
+
+    @abstractmethod
+    async def create_session(
+        self, id_hash: str, school_id: str, staff_id: str, csrf_token: str, now: datetime, expires_at: datetime
+    ) -> None:
+        """Record a new session (and forget the expired ones)."""
+
+    @abstractmethod
+    async def session(self, id_hash: str, now: datetime) -> SessionRow | None:
+        """The session with this id hash, unless it expired."""
+
+    @abstractmethod
+    async def delete_session(self, id_hash: str) -> None: ...
+
+    @abstractmethod
+    async def create_api_token(self, token_hash: str, school_id: str, staff_id: str, label: str, now: datetime) -> int:
+        """Record an API token; returns its id."""
+
+    @abstractmethod
+    async def api_token(self, token_hash: str) -> TokenRow | None:
+        """The token with this hash, unless it was revoked."""
+
+    @abstractmethod
+    async def revoke_api_token(self, token_id: int, now: datetime) -> bool:
+        """Revoke a token; False when there is no such token still in force."""
+
+    # --- parents' links, cancelling
+
+    @abstractmethod
+    async def letter(self, delivery_id: int) -> LetterRow | None:
+        """The e-mail delivery a parents' link names; None when there is no such e-mail delivery."""
+
+    @abstractmethod
+    async def acknowledge(self, delivery_id: int, now: datetime) -> datetime | None:
+        """Record «Ознакомлен» for an e-mail delivery once; returns when it was (first) acknowledged, None when
+        there is no such e-mail delivery."""
+
+    @abstractmethod
+    async def acknowledgements(self, announcement_id: int) -> dict[int, datetime]:
+        """Acknowledged e-mail deliveries of an announcement: delivery id -> when."""
+
+    @abstractmethod
+    async def opt_out(self, school_id: str, email: str, now: datetime) -> int:
+        """Unsubscribe every current guardian of the school with this e-mail; returns how many were subscribed."""
+
+    @abstractmethod
+    async def cancel_announcement(self, announcement_id: int, actor: str, now: datetime) -> int:
+        """Cancel what of an announcement has not gone out: open deliveries nobody is sending now, and open or
+        escalated forwarding tasks; mark the announcement cancelled (once) and write the audit log. Returns how
+        many deliveries were cancelled; NotFound when there is no such announcement."""
+
+    @abstractmethod
+    async def add_audit(
+        self, school_id: str, actor: str, action: str, details: str, now: datetime, announcement_id: int | None = None
+    ) -> None:
+        """Write one line of the school's audit log."""

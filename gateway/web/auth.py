@@ -1,0 +1,201 @@
+"""Who is asking, and what they may do.
+
+Staff are the people of the school file, with their roles there; the store keeps only what a login needs:
+
+- Passwords: argon2id (argon2-cffi's defaults: 64 MiB, 3 passes, 4 lanes), set by `zvonok staff password ID`.
+  Verifying runs off the event loop. An unknown login is verified against a dummy hash, so the answer takes as
+  long as for a known one. Failed logins are throttled per address and login (5 in 15 minutes).
+- Browser sessions: a login makes a random 256-bit id, sent as the `zvonok_session` cookie (HttpOnly,
+  SameSite=Lax, Secure whenever the public URL is https); the store keeps its SHA-256 only. A session lasts
+  12 hours from login; logging out deletes it; a new password ends every session of that person.
+- CSRF: every session has its own random token; a state-changing request (anything but GET/HEAD) made with the
+  session cookie must carry it (form field `csrf` or header `X-CSRF-Token`), and one whose Origin is another
+  site is refused. The login form carries a double-submit token (cookie + field), against login CSRF.
+- API tokens for integrations: `zv_` + 256 random bits, sent as `Authorization: Bearer …`; the store keeps the
+  SHA-256 only; a token acts as the staff member it was made for, with their role; it needs no CSRF token (a
+  browser never sends it by itself). Made by `zvonok staff token ID`.
+
+What each role may do is the route table's business (gateway.web.app): every route names the roles it
+allows, and a route not in the table is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from gateway.domain import Role, School, Staff
+from gateway.errors import InvalidInput, NotFound, Problem
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+SESSION_COOKIE = "zvonok_session"
+LOGIN_COOKIE = "zvonok_login"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf"
+SESSION_LIFETIME = timedelta(hours=12)
+MIN_PASSWORD = 10
+MAX_PASSWORD = 256
+TOKEN_PREFIX = "zv_"  # noqa: S105 - the prefix, not a token
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A signed-in staff member: by a browser session (with its CSRF token) or by an API token."""
+
+    school: School
+    staff: Staff
+    via: str  # "session" | "token"
+    csrf_token: str = ""
+    session_hash: str = ""
+
+    @property
+    def role(self) -> Role:
+        return self.staff.role
+
+    @property
+    def administration(self) -> bool:
+        """The director and deputies: the whole school."""
+        return self.staff.role in (Role.DIRECTOR, Role.DEPUTY)
+
+    def own_classes(self) -> set[str]:
+        """The classes this person is the class teacher of."""
+        return {name for name, cls in self.school.classes.items() if cls.teacher == self.staff.id}
+
+
+def digest(value: str) -> str:
+    """What the store keeps of a session id or an API token."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def same(a: str, b: str) -> bool:
+    return bool(a) and hmac.compare_digest(a.encode(), b.encode())
+
+
+def check_password_rules(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput([Problem("пароль", f"пароль должен быть не короче {MIN_PASSWORD} символов")])
+    if len(password) > MAX_PASSWORD:
+        raise InvalidInput([Problem("пароль", f"пароль должен быть не длиннее {MAX_PASSWORD} символов")])
+
+
+def hash_password(password: str) -> str:
+    check_password_rules(password)
+    return _hasher.hash(password)
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    """Whether `password` matches the stored hash (None: no account; checked against a dummy all the same)."""
+
+    def check() -> bool:
+        try:
+            return _hasher.verify(stored or _DUMMY_HASH, password[:MAX_PASSWORD]) and stored is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.get_running_loop().run_in_executor(None, check)
+
+
+def find_staff(gateway: Gateway, school_id: str | None, staff_id: str) -> tuple[School, Staff]:
+    school = gateway.config.school(school_id)
+    member = school.staff.get(staff_id)
+    if member is None:
+        raise NotFound(f"сотрудник «{staff_id}» не описан в школе «{school.name}»")
+    return school, member
+
+
+async def set_password(gateway: Gateway, school_id: str | None, staff_id: str, password: str) -> Staff:
+    school, member = find_staff(gateway, school_id, staff_id)
+    hashed = await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+    await gateway.store.set_password(school.id, member.id, hashed, gateway.clock.now())
+    return member
+
+
+async def create_token(gateway: Gateway, school_id: str | None, staff_id: str, label: str = "") -> tuple[Staff, str]:
+    """A new API token for a staff member: (who, the token). The token is shown once; the store keeps its hash."""
+    school, member = find_staff(gateway, school_id, staff_id)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    await gateway.store.create_api_token(digest(token), school.id, member.id, label, gateway.clock.now())
+    return member, token
+
+
+async def login(gateway: Gateway, school_id: str, staff_id: str, password: str) -> tuple[Principal, str] | None:
+    """Check a password and open a session: (who, the cookie's value), or None when the login is refused."""
+    school = gateway.config.schools.get(school_id)
+    member = school.staff.get(staff_id) if school is not None else None
+    stored = await gateway.store.password_hash(school_id, staff_id) if member is not None else None
+    if not await verify_password(stored, password) or school is None or member is None:
+        return None
+    session_id = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    now = gateway.clock.now()
+    await gateway.store.create_session(digest(session_id), school.id, member.id, csrf, now, now + SESSION_LIFETIME)
+    return Principal(school, member, "session", csrf, digest(session_id)), session_id
+
+
+async def from_session(gateway: Gateway, session_id: str) -> Principal | None:
+    if not session_id or len(session_id) > 200:
+        return None
+    hashed = digest(session_id)
+    row = await gateway.store.session(hashed, gateway.clock.now())
+    if row is None:
+        return None
+    school = gateway.config.schools.get(row.school_id)
+    member = school.staff.get(row.staff_id) if school is not None else None
+    if school is None or member is None:  # no longer in the school file: no longer let in
+        return None
+    return Principal(school, member, "session", row.csrf_token, hashed)
+
+
+async def from_token(gateway: Gateway, token: str) -> Principal | None:
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    row = await gateway.store.api_token(digest(token))
+    if row is None:
+        return None
+    school = gateway.config.schools.get(row.school_id)
+    member = school.staff.get(row.staff_id) if school is not None else None
+    if school is None or member is None:
+        return None
+    return Principal(school, member, "token")
+
+
+class LoginThrottle:
+    """At most `limit` failed logins per (address, login) in `window` seconds; in memory, per process."""
+
+    def __init__(self, limit: int = 5, window: float = 900.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+
+    def _recent(self, key: tuple[str, str]) -> deque[float]:
+        now = time.monotonic()
+        failures = self._failures.setdefault(key, deque())
+        while failures and now - failures[0] > self.window:
+            failures.popleft()
+        return failures
+
+    def blocked(self, address: str, login: str) -> bool:
+        return len(self._recent((address, login.casefold()))) >= self.limit
+
+    def failed(self, address: str, login: str) -> None:
+        if len(self._failures) > 10_000:  # a flood of made-up logins must not grow this without end
+            self._failures.clear()
+        self._recent((address, login.casefold())).append(time.monotonic())
+
+    def succeeded(self, address: str, login: str) -> None:
+        self._failures.pop((address, login.casefold()), None)

@@ -1,0 +1,358 @@
+"""The staff pages: server-rendered Russian HTML (jinja2, every value escaped), usable on a phone.
+
+Forms post back with the session's CSRF token; after a change the browser is redirected (POST → 303 → GET), so
+a reload never repeats it. The announcement list and the report poll /api/announcements/{id}/progress for live
+progress (static/app.js). Handlers share their work with the API (gateway.web.api, gateway.web.views).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from gateway.domain import Group, Kind, Role
+from gateway.errors import InvalidInput, PolicyViolation, Problem, ZvonokError
+from gateway.roster import parse_roster
+from gateway.web import api, auth, views
+from gateway.web.app import PRINCIPAL, SETTINGS, THROTTLE, UPLOAD_LIMIT, principal, read_form, render
+from gateway.web.auth import Principal
+from gateway.webhooks import GATEWAY
+
+HOME = {
+    Role.DIRECTOR: "/announcements",
+    Role.DEPUTY: "/announcements",
+    Role.CLASS_TEACHER: "/tasks",
+    Role.ADMIN: "/chats",
+}
+
+DONE = {
+    "created": "Объявление принято: доставки сохранены и уже отправляются.",
+    "existing": "Это объявление уже было отправлено (повторная отправка формы ничего не дублирует).",
+    "cancelled": "Неотправленное отменено.",
+    "forwarded": "Объявление переслано в чаты класса.",
+}
+
+GROUP_LABELS = {Group.PARENTS: "родителям", Group.STUDENTS: "ученикам", Group.TEACHERS: "учителям"}
+
+
+def _safe_next(raw: str) -> str:
+    """Only a path of this site (never //other.site or a scheme): no open redirect after login."""
+    if not raw.startswith("/") or raw.startswith("//") or "\\" in raw or any(ord(c) < 32 for c in raw):
+        return "/"
+    return raw
+
+
+async def home(request: web.Request) -> web.Response:
+    who = principal(request)
+    target = HOME.get(who.role)
+    if target is None:
+        return render(request, "home.html", {})
+    raise web.HTTPSeeOther(target)
+
+
+# ---------------------------------------------------------------------- login
+
+
+async def login_form(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
+    who = request.get(PRINCIPAL)
+    nxt = _safe_next(request.query.get("next", "/"))
+    if who is not None and not error:
+        raise web.HTTPSeeOther(nxt)
+    gateway = request.app[GATEWAY]
+    token = secrets.token_urlsafe(24)
+    response = render(
+        request,
+        "login.html",
+        {"schools": list(gateway.config.schools.values()), "next": nxt, "error": error, "login_csrf": token},
+        status=status,
+    )
+    response.set_cookie(
+        auth.LOGIN_COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[SETTINGS].secure_cookies,
+        max_age=3600,
+        path="/login",
+    )
+    return response
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    gateway = request.app[GATEWAY]
+    if not auth.same(str(form.get("login_csrf", "")), request.cookies.get(auth.LOGIN_COOKIE, "")):
+        return await login_form(request, error="Страница входа устарела: введите пароль ещё раз.", status=400)
+    schools = list(gateway.config.schools)
+    school_id = str(form.get("school", "")) or (schools[0] if len(schools) == 1 else "")
+    login_name = str(form.get("login", "")).strip()[:100]
+    password = str(form.get("password", ""))
+    throttle = request.app[THROTTLE]
+    address = request.remote or ""
+    if throttle.blocked(address, login_name):
+        return await login_form(request, error="Слишком много неудачных попыток. Подождите 15 минут.", status=429)
+    found = await auth.login(gateway, school_id, login_name, password) if login_name and password else None
+    if found is None:
+        throttle.failed(address, login_name)
+        return await login_form(request, error="Неверный логин или пароль.", status=400)
+    throttle.succeeded(address, login_name)
+    _, session_id = found
+    response = web.HTTPSeeOther(_safe_next(str(form.get("next", "/"))))
+    response.set_cookie(
+        auth.SESSION_COOKIE,
+        session_id,
+        httponly=True,
+        samesite="Lax",
+        secure=request.app[SETTINGS].secure_cookies,
+        max_age=int(auth.SESSION_LIFETIME.total_seconds()),
+        path="/",
+    )
+    response.del_cookie(auth.LOGIN_COOKIE, path="/login")
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    who = principal(request)
+    if who.session_hash:
+        await request.app[GATEWAY].store.delete_session(who.session_hash)
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(auth.SESSION_COOKIE, path="/")
+    raise response
+
+
+# ---------------------------------------------------------------------- compose
+
+
+def _compose_context(request: web.Request, form: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    who = principal(request)
+    school = who.school
+    own = who.own_classes()
+    classes = [c for c in school.classes.values() if who.administration or c.name in own]
+    kinds = [k for k in Kind if who.administration or k is not Kind.FORCE_MAJEURE]
+    groups = [g for g in Group if who.administration or g is not Group.TEACHERS]
+    return {
+        "form": form,
+        "classes": classes,
+        "parallels": sorted({c.parallel for c in classes}),
+        "kinds": kinds,
+        "groups": [(g.value, GROUP_LABELS[g]) for g in groups],
+        "zone": str(school.zone),
+        "preview": None,
+        "errors": [],
+        **extra,
+    }
+
+
+def _empty_form(who: Principal) -> dict[str, Any]:
+    return {
+        "key": secrets.token_urlsafe(12),
+        "title": "",
+        "text": "",
+        "kind": Kind.GENERAL.value,
+        "scope": "all" if who.administration else "classes",
+        "groups": [Group.PARENTS.value],
+        "parallels": [],
+        "classes": sorted(who.own_classes()) if not who.administration else [],
+        "send_at": "",
+        "via_class_teachers": False,
+        "reason": "",
+    }
+
+
+async def compose_form(request: web.Request) -> web.Response:
+    return render(request, "compose.html", _compose_context(request, _empty_form(principal(request))))
+
+
+def _form_state(form: MultiDictProxy[Any]) -> dict[str, Any]:
+    return {
+        "key": str(form.get("key", ""))[:64] or secrets.token_urlsafe(12),
+        "title": str(form.get("title", "")),
+        "text": str(form.get("text", "")),
+        "kind": str(form.get("kind", Kind.GENERAL.value)),
+        "scope": str(form.get("scope", "all")),
+        "groups": [str(g) for g in form.getall("groups", [])],
+        "parallels": [str(p) for p in form.getall("parallels", [])],
+        "classes": [str(c) for c in form.getall("classes", [])],
+        "send_at": str(form.get("send_at", "")),
+        "via_class_teachers": bool(form.get("via_class_teachers")),
+        "reason": str(form.get("reason", "")),
+    }
+
+
+def _body(who: Principal, state: dict[str, Any]) -> dict[str, Any]:
+    """The API body (AnnouncementInput) the form means."""
+    body: dict[str, Any] = {
+        "title": state["title"],
+        "text": state["text"],
+        "kind": state["kind"],
+        "groups": state["groups"],
+        "via_class_teachers": state["via_class_teachers"],
+        "reason": state["reason"],
+    }
+    scope = state["scope"] if who.administration else "classes"
+    if scope == "parallels":
+        parallels = []
+        for raw in state["parallels"]:
+            if not raw.isdigit():
+                raise InvalidInput([Problem("форма", f"«{raw[:10]}» — не номер параллели", None, "parallels")])
+            parallels.append(int(raw))
+        if not parallels:
+            raise InvalidInput([Problem("форма", "выберите хотя бы одну параллель", None, "parallels")])
+        body["parallels"] = parallels
+    elif scope == "classes":
+        if not state["classes"] and set(state["groups"]) - {Group.TEACHERS.value}:
+            raise InvalidInput([Problem("форма", "выберите хотя бы один класс", None, "classes")])
+        body["classes"] = state["classes"]
+    if state["send_at"]:
+        try:
+            local = datetime.fromisoformat(state["send_at"])
+        except ValueError:
+            raise InvalidInput([Problem("форма", "время отправки не распознано", None, "send_at")]) from None
+        if local.tzinfo is None:
+            local = local.replace(tzinfo=who.school.zone)
+        body["send_at"] = local.isoformat()
+    return body
+
+
+async def compose(request: web.Request) -> web.Response:
+    who = principal(request)
+    gateway = request.app[GATEWAY]
+    form = await read_form(request)
+    state = _form_state(form)
+    try:
+        body = _body(who, state)
+        if form.get("action") == "send":
+            req = views.announcement_request(who, body, api.idempotency_key(who, state["key"]))
+            posted = await gateway.post(req)
+            raise web.HTTPSeeOther(f"/announcements/{posted.id}?done={'created' if posted.created else 'existing'}")
+        req = views.announcement_request(who, body)
+        preview = views.preview(await gateway.preview(req, check_chats=True), gateway, who.school.id)
+        preview["audience"] = req.audience.describe()
+    except InvalidInput as exc:
+        errors = [f"{p.field}: {p.message}" if p.field else p.message for p in exc.problems]
+        return render(request, "compose.html", _compose_context(request, state, errors=errors), status=400)
+    except PolicyViolation as exc:
+        return render(request, "compose.html", _compose_context(request, state, errors=[str(exc)]), status=422)
+    return render(request, "compose.html", _compose_context(request, state, preview=preview))
+
+
+# ---------------------------------------------------------------------- announcements and reports
+
+
+async def announcement_list(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    items = await views.announcements(gateway, principal(request))
+    return render(request, "announcements.html", {"items": items})
+
+
+async def announcement_report(request: web.Request) -> web.Response:
+    data = await api.report_data(request)
+    return render(request, "report.html", {"report": data, "done": DONE.get(request.query.get("done", ""), "")})
+
+
+async def cancel(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    who = principal(request)
+    record = await views.find(gateway, who, api.path_id(request))
+    await gateway.store.cancel_announcement(record.id, who.staff.id, gateway.clock.now())
+    raise web.HTTPSeeOther(f"/announcements/{record.id}?done=cancelled")
+
+
+# ---------------------------------------------------------------------- forwarding
+
+
+async def task_inbox(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
+    gateway = request.app[GATEWAY]
+    items = await views.tasks(gateway, principal(request))
+    done = DONE.get(request.query.get("done", ""), "")
+    return render(request, "tasks.html", {"tasks": items, "error": error, "done": done}, status=status)
+
+
+async def forward(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    task_id = api.path_id(request)
+    try:
+        await api.forward(request, task_id, str(form.get("note", "")))
+    except (InvalidInput, PolicyViolation) as exc:
+        message = "; ".join(p.message for p in exc.problems) if isinstance(exc, InvalidInput) else str(exc)
+        return await task_inbox(request, error=f"Задача № {task_id}: {message}", status=422)
+    raise web.HTTPSeeOther("/tasks?done=forwarded")
+
+
+# ---------------------------------------------------------------------- chats, roster, journal
+
+
+async def chat_health(request: web.Request, *, check: dict[str, Any] | None = None) -> web.Response:
+    gateway = request.app[GATEWAY]
+    school_id = principal(request).school.id
+    return render(
+        request,
+        "chats.html",
+        {
+            "chats": await views.chats(gateway, school_id),
+            "alerts": await views.alerts(gateway, school_id),
+            "check": check,
+        },
+    )
+
+
+async def check_chats(request: web.Request) -> web.Response:
+    result = await views.check_chats(request.app[GATEWAY], principal(request).school.id)
+    return await chat_health(request, check=result)
+
+
+async def roster_form(request: web.Request) -> web.Response:
+    return render(request, "roster.html", {"diff": None, "data": "", "errors": [], "result": None})
+
+
+async def roster_preview(request: web.Request) -> web.Response:
+    who = principal(request)
+    gateway = request.app[GATEWAY]
+    form = await read_form(request)
+    upload = form.get("file")
+    data = upload.file.read(UPLOAD_LIMIT + 1) if isinstance(upload, web.FileField) else b""
+    try:
+        if not data:
+            raise ZvonokError("выберите файл CSV — выгрузку из электронного журнала")
+        roster = parse_roster(data, who.school, source="файл")
+    except InvalidInput as exc:
+        errors = [str(p) for p in exc.problems]
+        return render(request, "roster.html", {"diff": None, "data": "", "errors": errors, "result": None}, 400)
+    except ZvonokError as exc:
+        return render(request, "roster.html", {"diff": None, "data": "", "errors": [str(exc)], "result": None}, 400)
+    diff = views.roster_diff(await gateway.store.guardians(who.school.id), roster, who.school.id)
+    encoded = base64.b64encode(data).decode()
+    return render(request, "roster.html", {"diff": diff, "data": encoded, "errors": [], "result": None})
+
+
+async def roster_apply(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    try:
+        data = base64.b64decode(str(form.get("data", "")), validate=True)
+    except (binascii.Error, ValueError):
+        data = b""
+    if not data:
+        errors = ["данные списка потеряны: загрузите файл ещё раз"]
+        return render(request, "roster.html", {"diff": None, "data": "", "errors": errors, "result": None}, 400)
+    try:
+        result = await api.import_roster(request, data)
+    except InvalidInput as exc:
+        errors = [str(p) for p in exc.problems]
+        return render(request, "roster.html", {"diff": None, "data": "", "errors": errors, "result": None}, 400)
+    return render(request, "roster.html", {"diff": None, "data": "", "errors": [], "result": result})
+
+
+async def audit(request: web.Request) -> web.Response:
+    entries = await views.audit(request.app[GATEWAY], principal(request).school.id)
+    return render(request, "audit.html", {"entries": entries})
+
+
+async def alerts(request: web.Request) -> web.Response:
+    items = await views.alerts(request.app[GATEWAY], principal(request).school.id)
+    return render(request, "alerts.html", {"alerts": items})

@@ -1,0 +1,124 @@
+"""The periodic jobs of a running gateway (APScheduler). They only trigger work; the store holds it.
+
+Every process that runs the scheduler (`zvonok serve`, each `zvonok worker`) schedules every job, so on a
+shared store each job would fire in every process. Jobs that do work therefore run once per period across
+all processes: at each firing a process claims the job's tick for the period in the store (`claim_tick`: an
+INSERT … ON CONFLICT DO NOTHING on (job, period)), and only the process that won runs the body. The period
+key is the job's scheduled fire time in UTC to the minute (`period_key`): the deadline check fires on the
+minute in every process (a cron trigger), so they all name the same minute. The health check runs six hours
+after each process started, and then every six hours; its key is the six-hour block (UTC) it fires in, so
+the first process to fire in a block runs it.
+
+- forwarding-deadlines: every minute (on the minute), forwarding tasks past their deadline are auto-forwarded
+  or escalated, as each school configured — once per minute across processes;
+- chat-health: every six hours, chats whose last health check is stale are checked again — once per six-hour
+  block (UTC) across processes;
+- window-open: at every messaging-window opening of every school and class (in the school's own time zone)
+  each process wakes its own dispatcher, so deliveries held for the window go out at once instead of at the
+  next poll. These stay per process, unclaimed: a wake-up only makes a dispatcher look for due work, which the
+  store hands out once however many look, and every process's dispatcher should look.
+
+The store keeps the work itself exactly-once as well (a task is escalated or forwarded once however many
+processes try), so the ticks save duplicate effort and duplicate provider requests (health checks), not
+correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("zvonok.jobs")
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+"""Who claims ticks from this process (recorded in the ticks table, for the curious)."""
+
+DEADLINES_EVERY = timedelta(minutes=1)
+HEALTH_EVERY = timedelta(hours=6)
+
+
+def period_key(fired: datetime, every: timedelta) -> str:
+    """The period a job fired at `fired` runs for: `fired` floored to a multiple of `every` since the epoch, in
+    UTC, ISO 8601 to the minute. For a job fired on those boundaries (a cron trigger), it is the job's scheduled
+    fire time, the same in every process."""
+    step = int(every.total_seconds())
+    if step < 60 or step % 60:
+        raise ValueError("periods are whole minutes")
+    seconds = int(fired.astimezone(UTC).timestamp())
+    start = datetime.fromtimestamp(seconds - seconds % step, UTC)
+    return start.strftime("%Y-%m-%dT%H:%MZ")
+
+
+async def once_per_period(gateway: Gateway, job: str, every: timedelta, body: Callable[[], Awaitable[None]]) -> bool:
+    """Run `body` if this process wins the job's tick for the current period; True when it ran."""
+    now = gateway.clock.now()
+    period = period_key(now, every)
+    try:
+        won = await gateway.store.claim_tick(job, period, OWNER, now)
+    except Exception:  # a store hiccup: this period is skipped here, and the next firing tries again
+        log.exception("could not claim the %s tick for %s", job, period)
+        return False
+    if not won:
+        log.debug("%s for %s runs in another process", job, period)
+        return False
+    await body()
+    return True
+
+
+def start_scheduler(gateway: Gateway) -> AsyncIOScheduler:
+    """Start the jobs on the running event loop; the caller shuts the scheduler down."""
+    scheduler = AsyncIOScheduler()
+    for school in gateway.config.schools.values():
+        openings = {school.window.start} | {c.window.start for c in school.classes.values() if c.window}
+        for opening in sorted(openings):
+            scheduler.add_job(
+                gateway.dispatcher.wake,
+                CronTrigger(hour=opening.hour, minute=opening.minute, timezone=school.zone),
+                id=f"window-open:{school.id}:{opening:%H%M}",
+                misfire_grace_time=600,
+                coalesce=True,
+            )
+
+    async def deadlines() -> None:
+        try:
+            handled = await gateway.handle_overdue_tasks()
+        except Exception:  # a store hiccup: the tasks stay open and the next run handles them
+            log.exception("forwarding deadline check failed")
+            return
+        if handled:
+            log.info("forwarding deadlines: %d task(s) handled", handled)
+
+    async def health() -> None:
+        for school_id in gateway.config.schools:
+            try:
+                await gateway.check_chats(school_id, stale_only=True)
+            except Exception:
+                log.exception("chat health check of school %s failed", school_id)
+
+    async def deadlines_tick() -> bool:
+        return await once_per_period(gateway, "forwarding-deadlines", DEADLINES_EVERY, deadlines)
+
+    async def health_tick() -> bool:
+        return await once_per_period(gateway, "chat-health", HEALTH_EVERY, health)
+
+    scheduler.add_job(
+        deadlines_tick,
+        CronTrigger(minute="*", timezone=UTC),  # second 0 of every minute, in every process
+        id="forwarding-deadlines",
+        misfire_grace_time=30,  # a run up to 30 s late still belongs to (and names) its minute
+        coalesce=True,
+    )
+    scheduler.add_job(health_tick, IntervalTrigger(hours=6), id="chat-health", coalesce=True)
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,157 @@
+"""Chats going away and coming back: bot removed mid-announcement, read-only VK chats, the webhook registry,
+health checks. Everything over real HTTP to the emulators and a real SMTP server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
+
+from adapters.max import MaxChannel
+from gateway.clock import ManualClock
+from gateway.domain import AnnouncementRequest, Audience, Group, Kind, Status
+from gateway.webhooks import add_routes
+from tests.world import MAX_TOKEN, WEBHOOK_SECRET, World, running_world
+
+
+@pytest.fixture
+async def world(tmp_path: Path, clock: ManualClock) -> AsyncIterator[World]:
+    async with running_world(tmp_path, clock) as w:
+        yield w
+
+
+async def test_everything_reaches_its_chat_once(world: World) -> None:
+    announcement_id = await world.post({Group.PARENTS, Group.STUDENTS})
+    await world.deliver()
+    assert [len(world.max.messages(c)) for c in (-501, -502)] == [1, 1]
+    assert len(world.vk.messages(2000000001)) == 1
+    assert world.letters() == {"anna@mail.test": 1, "irina@mail.test": 1}  # not in any chat of the audience
+    assert (await world.gateway.report(announcement_id)).complete
+
+
+async def test_bot_removed_mid_announcement_moves_the_class_to_email(world: World) -> None:
+    announcement_id = await world.post(classes=frozenset({"5А"}))
+    await world.max.remove_bot_from_chat(-501, MAX_TOKEN)  # after planning, before sending
+    await world.deliver()
+    assert world.max.messages(-501) == []
+    # Мария was in the 5А chat: now she is e-mailed; Анна was e-mailed anyway, once.
+    assert world.letters() == {"maria@mail.test": 1, "anna@mail.test": 1}
+    rows = {d.target: d for d in await world.gateway.store.deliveries(announcement_id)}
+    assert rows["-501"].status is Status.PERMANENT_FAILURE
+    assert rows["-501"].error_code in ("max:chat.not.found", "max:chat.denied")
+    report = await world.gateway.report(announcement_id)
+    text_5a = next(c for c in report.classes if c.name == "5А")
+    assert text_5a.chats[0].status is Status.PERMANENT_FAILURE
+    maria = next(p for p in text_5a.people if p.name == "Иванова Мария")
+    assert (maria.bucket, maria.reason) == ("emailed", "сообщение в чат не доставлено")
+    assert ("max", "-501") in await world.gateway.store.dead_chats("s1")
+    alerts = await world.gateway.store.alerts("s1")
+    assert len(alerts) == 1 and "5А" in alerts[0].message
+    # The next announcement plans around the dead chat from the start.
+    second = await world.post(classes=frozenset({"5А"}))
+    plan_targets = {d.target for d in await world.gateway.store.deliveries(second)}
+    assert "-501" not in plan_targets and "maria@mail.test" in plan_targets
+
+
+async def test_read_only_vk_chat_falls_back_to_email_and_the_report_says_why(world: World) -> None:
+    world.vk.set_chat_state(1, "read_only")  # what became of the Sferum chats in VK
+    announcement_id = await world.post(classes=frozenset({"5Б"}))
+    await world.deliver()
+    assert world.letters() == {"maria@mail.test": 1, "olga@mail.test": 1}
+    row = next(d for d in await world.gateway.store.deliveries(announcement_id) if d.channel == "vk")
+    assert (row.status, row.error_code) == (Status.PERMANENT_FAILURE, "vk:1012")
+    report = await world.gateway.report(announcement_id)
+    cls = next(c for c in report.classes if c.name == "5Б")
+    assert cls.chats[0].error  # the Russian reason from VK's answer is in the report
+    olga = next(p for p in cls.people if p.name == "Кузнецова Ольга")
+    assert olga.bucket == "emailed"
+
+
+async def test_webhook_registers_and_retires_chats(world: World) -> None:
+    app = web.Application()
+    add_routes(app, world.gateway)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("/webhooks/max/s1"))
+        channel = world.gateway.channels["max"]
+        assert isinstance(channel, MaxChannel)
+        await channel.register_webhook("s1", url, WEBHOOK_SECRET)
+
+        # The class teacher of 7Б creates a parents' chat and adds the school's bot to it.
+        world.max.add_chat(-701, "7Б родители", token=MAX_TOKEN, member=False)
+        world.max.set_membership(-701, MAX_TOKEN, member=True, admin=True)
+        assert await world.max.emit_bot_added(-701, MAX_TOKEN) == [200]
+        rows = {r.address: r for r in await world.gateway.store.chats("s1")}
+        assert rows["-701"].source == "webhook" and rows["-701"].kind == ""
+        # Not mapped yet: 7Б parents are still e-mailed.
+        assert "-701" not in {d.target for d in (await world.gateway.preview(_request())).plan.deliveries}
+        await world.gateway.store.map_chat("max", "-701", "7Б", "parents", world.gateway.clock.now())
+        planned = (await world.gateway.preview(_request())).plan
+        assert "-701" in {d.target for d in planned.deliveries}
+        assert "irina@mail.test" not in {d.target for d in planned.deliveries}  # she is in the 7Б chat
+
+        # The bot is removed: the chat is dead and the admin alerted.
+        await world.max.remove_bot_from_chat(-701, MAX_TOKEN, notify=True)
+        assert ("max", "-701") in await world.gateway.store.dead_chats("s1")
+        assert any("-701" in a.subject for a in await world.gateway.store.alerts("s1"))
+        assert "irina@mail.test" in {d.target for d in (await world.gateway.preview(_request())).plan.deliveries}
+
+
+async def test_webhook_with_a_wrong_secret_changes_nothing(world: World) -> None:
+    app = web.Application()
+    add_routes(app, world.gateway)
+    async with TestServer(app, host="127.0.0.1") as server, ClientSession() as http:
+        body = {"update_type": "bot_removed", "chat_id": -501, "timestamp": 1}
+        for secret in ("wrong-secret", ""):
+            async with http.post(
+                server.make_url("/webhooks/max/s1"), json=body, headers={"X-Max-Bot-Api-Secret": secret}
+            ) as resp:
+                assert resp.status == 401
+        async with http.post(server.make_url("/webhooks/max/nope"), json=body) as resp:
+            assert resp.status == 401
+        async with http.post(
+            server.make_url("/webhooks/max/s1"), data=b"{not json", headers={"X-Max-Bot-Api-Secret": WEBHOOK_SECRET}
+        ) as resp:
+            assert resp.status == 400
+    assert await world.gateway.store.dead_chats("s1") == set()
+
+
+async def test_health_check_finds_a_demoted_bot_and_sees_it_fixed(world: World, clock: ManualClock) -> None:
+    world.max.set_membership(-502, MAX_TOKEN, member=True, admin=False)
+    results = {r.binding.address: r for r in await world.gateway.check_chats("s1")}
+    assert results["-501"].health is not None and results["-501"].health.ok
+    bad = results["-502"].health
+    assert bad is not None and not bad.ok and "администратор" in bad.explanation
+    assert results["2000000001"].health is None  # VK cannot be checked without sending
+    assert await world.gateway.store.dead_chats("s1") == {("max", "-502")}
+    assert len(await world.gateway.store.alerts("s1")) == 1
+
+    world.max.set_membership(-502, MAX_TOKEN, member=True, admin=True)
+    clock.advance(60)
+    await world.gateway.check_chats("s1")
+    assert await world.gateway.store.dead_chats("s1") == set()
+    assert await world.gateway.store.alerts("s1") == []
+
+
+async def test_preview_checks_stale_chats_only(world: World, clock: ManualClock) -> None:
+    await world.gateway.preview(_request(groups={Group.STUDENTS}, classes={"5А"}), check_chats=True)
+    first = world.max.request_count(MAX_TOKEN)
+    assert first > 0
+    await world.gateway.preview(_request(groups={Group.STUDENTS}, classes={"5А"}), check_chats=True)
+    assert world.max.request_count(MAX_TOKEN) == first  # checked less than health_max_age_hours ago
+    clock.advance(25 * 3600)
+    await world.gateway.preview(_request(groups={Group.STUDENTS}, classes={"5А"}), check_chats=True)
+    assert world.max.request_count(MAX_TOKEN) > first
+
+
+def _request(groups: set[Group] | None = None, classes: set[str] | None = None) -> AnnouncementRequest:
+    return AnnouncementRequest(
+        "s1",
+        "dep",
+        Kind.EVENT,
+        "Собрание",
+        "В среду в 18:00.",
+        Audience(frozenset(groups or {Group.PARENTS}), classes=frozenset(classes or {"7Б"})),
+    )

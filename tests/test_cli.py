@@ -1,0 +1,199 @@
+"""The `zvonok` command line: exit codes, Russian messages, no tracebacks, nothing changed on bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.store.sqlite import SqliteStore
+from tests.data import ROSTER_CSV, SCHOOL_YAML, ZVONOK_YAML, write_config
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    settings = ZVONOK_YAML + f"database: sqlite:///{tmp_path / 'z.db'}\n"
+    return write_config(tmp_path / "config", settings=settings, roster=ROSTER_CSV)
+
+
+def guardian_names(db: Path) -> set[str]:
+    async def read() -> set[str]:
+        store = await SqliteStore.open(db)
+        try:
+            return {g.name for g in await store.guardians("s1")}
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_check_passes_on_a_good_config(capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
+    code, out, _ = run(capsys, "check", "--config", str(cfg))
+    assert code == 0
+    assert "Школа «Школа № 1» (s1): классов 3" in out
+    assert "список s1.csv: строк 6, представителей 5" in out
+    assert "Конфигурация в порядке." in out
+
+
+def test_check_names_the_telegram_ban(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    school = SCHOOL_YAML.replace(
+        "students: {channel: max, chat_id: -502}", "students: {channel: telegram, chat_id: -502}"
+    )
+    root = write_config(tmp_path / "c", school=school)
+    code, _, err = run(capsys, "check", "--config", str(root))
+    assert code == 2
+    assert "Ошибки во входных данных (ничего не изменено):" in err
+    assert "строка 18, поле «classes[1].chats.students.channel»: канал «Telegram» запрещён" in err
+    assert "149-ФЗ" in err
+
+
+def test_check_reports_roster_problems(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    root = write_config(tmp_path / "c", roster=ROSTER_CSV + "9Я;Ученик;Родитель;x@y.ru;;да\n")
+    code, _, err = run(capsys, "check", "--config", str(root))
+    assert code == 2
+    assert "s1.csv, строка 8, поле «Класс»: класса 9Я нет в описании школы «s1»" in err
+
+
+def test_roster_import_is_all_or_nothing(capsys: pytest.CaptureFixture[str], cfg: Path, tmp_path: Path) -> None:
+    good = cfg / "rosters" / "s1.csv"
+    code, out, _ = run(capsys, "roster", "import", "--config", str(cfg), str(good))
+    assert code == 0
+    assert "новых 5, изменённых 0, выбывших 0" in out
+    before = guardian_names(tmp_path / "z.db")
+    bad = tmp_path / "bad.csv"
+    # one good new row, one good changed row, and one bad row: nothing of it may land
+    bad.write_text(
+        ROSTER_CSV.replace("Петрова Анна", "Петрова Анна Ивановна")
+        + "7Б;Новый;Новая Мама;new@x.ru;;да\n5А;;Без ученика;;;нет\n",
+        encoding="utf-8",
+    )
+    code, _, err = run(capsys, "roster", "import", "--config", str(cfg), str(bad))
+    assert code == 2
+    assert "строка 9, поле «Ученик»: не указан ученик" in err
+    assert guardian_names(tmp_path / "z.db") == before
+
+
+def test_announce_dry_run_commits_nothing(capsys: pytest.CaptureFixture[str], cfg: Path, tmp_path: Path) -> None:
+    run(capsys, "roster", "import", "--config", str(cfg), str(cfg / "rosters" / "s1.csv"))
+    code, out, _ = run(
+        capsys,
+        "announce",
+        "--config",
+        str(cfg),
+        "--author",
+        "dep",
+        "--to",
+        "parents",
+        "--title",
+        "Т",
+        "--text",
+        "Текст",
+        "--dry-run",
+    )
+    assert code == 0
+    assert "План: чатов 2, писем 2, без связи 1. Классов без нужного чата: 1." in out
+    code, _, err = run(capsys, "report", "--config", str(cfg), "1")
+    assert code == 4
+    assert "объявление № 1 не найдено" in err
+
+
+def test_announce_then_report(capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
+    run(capsys, "roster", "import", "--config", str(cfg), str(cfg / "rosters" / "s1.csv"))
+    args = ["announce", "--config", str(cfg), "--author", "dep", "--kind", "schedule", "--to", "parents,students"]
+    args += ["--parallels", "5", "--title", "Уроки сокращены", "--text", "Завтра по 30 минут.", "--key", "k1"]
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    assert out.startswith("Объявление № 1 создано.")
+    code, out, _ = run(capsys, *args)
+    assert "Объявление № 1 уже было создано с этим ключом." in out
+    code, out, _ = run(capsys, "report", "--config", str(cfg), "1")
+    assert code == 0
+    assert "Объявление № 1 · Изменение расписания · «Уроки сокращены»" in out
+    assert "Класс 5А (кл. рук. Классова Вера)" in out
+    assert "чат родителей MAX: ожидает отправки" in out
+    assert "чат учеников: у класса нет такого чата" in out  # 5Б has no students' chat
+    assert "Сидоров Олег  +79000000003 (ученик: Сидоров Ваня) — нет в чате родителей; нет e-mail" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (
+            ["--author", "kt5a", "--classes", "5Б"],
+            3,
+            "классный руководитель публикует только в свой класс (ваши классы: 5А)",
+        ),
+        (
+            ["--author", "kt5a", "--classes", "5А", "--kind", "force-majeure"],
+            3,
+            "могут только директор и его заместители",
+        ),
+        (["--author", "it"], 3, "администратор не может публиковать объявления"),
+        (["--author", "nobody"], 3, "сотрудник «nobody» не найден"),
+        (["--author", "dep", "--classes", "9Я"], 2, "класса 9Я нет в школе"),
+        (["--author", "dep", "--to", "соседи"], 2, "«соседи»: ожидается parents, students или teachers"),
+        (["--author", "dep", "--at", "2026-11-23 08:00"], 2, "укажите часовой пояс"),
+        (["--author", "dep", "--kind", "спам"], 2, "вид «спам» неизвестен"),
+    ],
+    ids=[
+        "other class",
+        "teacher force majeure",
+        "admin",
+        "unknown author",
+        "unknown class",
+        "bad group",
+        "naive time",
+        "bad kind",
+    ],
+)
+def test_announce_refusals(
+    capsys: pytest.CaptureFixture[str], cfg: Path, args: list[str], code: int, fragment: str
+) -> None:
+    got, _, err = run(capsys, "announce", "--config", str(cfg), "--title", "Т", "--text", "Текст", *args)
+    assert got == code
+    assert fragment in err
+
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["announce"])
+    assert caught.value.code == 2
+    assert "ошибка в параметрах" in capsys.readouterr().err
+    code, _, err = run(capsys, "check")
+    assert code == 1
+    assert "не указана папка конфигурации" in err
+    code, _, err = run(capsys, "check", "--config", str(tmp_path / "missing"))
+    assert code == 4
+
+
+def test_forwarding_and_audit_from_the_command_line(capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
+    run(capsys, "roster", "import", "--config", str(cfg), str(cfg / "rosters" / "s1.csv"))
+    base = ["announce", "--config", str(cfg), "--title", "Собрание", "--text", "В среду в 18:00."]
+    code, out, _ = run(capsys, *base, "--author", "dep", "--parallels", "5", "--via-teachers")
+    assert code == 0
+    assert "Пересылка через классных руководителей: задач 2." in out
+    code, out, _ = run(capsys, "tasks", "--config", str(cfg), "--teacher", "kt5a")
+    assert code == 0
+    assert "№ 1: объявление № 1 «Собрание» → 5А (parents)" in out
+    assert "ждёт пересылки" in out
+    code, out, _ = run(capsys, "forward", "--config", str(cfg), "1", "--teacher", "kt5a", "--note", "Приходите все.")
+    assert (code, out.startswith("Объявление переслано в чаты класса 5А")) == (0, True)
+    code, _, err = run(capsys, "forward", "--config", str(cfg), "1", "--teacher", "kt5a")
+    assert code == 3
+    assert "уже переслано" in err
+    code, out, _ = run(capsys, "audit", "--config", str(cfg))
+    assert out.strip() == "Журнал аудита пуст."
+    code, out, _ = run(capsys, *base, "--author", "dir", "--kind", "force-majeure", "--reason", "прорыв трубы")
+    assert code == 0
+    assert "Будет записано в журнал аудита: форс-мажор: прорыв трубы;" in out
+    code, out, _ = run(capsys, "audit", "--config", str(cfg))
+    assert "Директорова Анна объявление № 2: форс-мажор: прорыв трубы;" in out
