@@ -16,7 +16,7 @@ from adapters.ratelimit import Limiter, RateLimiters, ReservingBucket
 from gateway import forwarding
 from gateway.chats import CheckResult, check_chats, effective_school
 from gateway.clock import Clock, SystemClock
-from gateway.config import Config
+from gateway.config import Config, Settings
 from gateway.dispatcher import Dispatcher
 from gateway.domain import EMAIL, AnnouncementRequest, ChatBinding, ChatKind, Group, Kind, School
 from gateway.errors import NotFound, PolicyViolation
@@ -146,7 +146,8 @@ class Gateway:
 
         planned = plan(school, request, guardians, dead_chats=dead, earliest=earliest, start=start, deadline=deadline)
         backlog = await self.store.backlog(now)
-        rates = {"max": self.config.settings.max.rate, "vk": self.config.settings.vk.rate}
+        shared = self.store.shares_rate_limits
+        rates = {name: provider_rate(self.config.settings, name, shared=shared) for name in ("max", "vk")}
         expected = estimate(planned, school, request.kind, now=now, backlog=backlog, rates=rates)
         return Preview(planned, findings, expected, self._audit_text(school, request, start) if urgent else "")
 
@@ -302,6 +303,7 @@ def build_channels(
     from adapters.email import EmailChannel
 
     limiters = limiters or rate_limiters(store)
+    shared = store is not None and store.shares_rate_limits
     s = config.settings
     channels: dict[str, Channel] = {EMAIL: EmailChannel(s.email, clock=clock.now if clock else None)}
     used = {chat.channel for school in config.schools.values() for chat in school.chats()}
@@ -313,16 +315,27 @@ def build_channels(
             base_url=s.max.base_url,
             ca_bundle=s.max.ca_bundle or CA_BUNDLE,  # default: the shipped Russian Trusted Root CA
             limiters=limiters,
-            rate=s.max.rate,
+            rate=provider_rate(s, "max", shared=shared),
             timeout=s.max.timeout,
         )
     if "vk" in used:
         from adapters.vk import VkChannel
 
         channels["vk"] = VkChannel(
-            config.tokens["vk"], base_url=s.vk.base_url, limiters=limiters, rate=s.vk.rate, timeout=s.vk.timeout
+            config.tokens["vk"],
+            base_url=s.vk.base_url,
+            limiters=limiters,
+            rate=provider_rate(s, "vk", shared=shared),
+            timeout=s.vk.timeout,
         )
     return channels
+
+
+def provider_rate(settings: Settings, provider: str, *, shared: bool) -> float:
+    """Requests per second per token of `provider` ("max", "vk"): its shared rate when several processes pace
+    the token through the store, else its one-process rate."""
+    p = settings.max if provider == "max" else settings.vk
+    return p.shared_rate if shared else p.rate
 
 
 def rate_limiters(store: Store | None) -> RateLimiters:

@@ -45,8 +45,14 @@ Path_ = tuple[str | int, ...]
 
 @dataclass(frozen=True, slots=True)
 class ProviderSettings:
+    """A messenger provider's connection. `rate` is requests per second per token when one process sends;
+    `shared_rate` when several processes share the token through PostgreSQL: their requests reach the provider
+    with delays independent of each other, which bunch them more, so the default leaves more headroom (see
+    adapters/ratelimit.py, ReservingBucket). `rate:` in zvonok.yaml sets both."""
+
     base_url: str
     rate: float
+    shared_rate: float
     timeout: float = 15.0
     ca_bundle: str = ""
     health_max_age_hours: float = 24.0  # a preview re-checks a chat whose last health check is older
@@ -75,8 +81,8 @@ class Settings:
     email: EmailSettings = field(
         default_factory=lambda: EmailSettings(host="127.0.0.1", port=25, from_address="noreply@school.example")
     )
-    max: ProviderSettings = field(default_factory=lambda: ProviderSettings(MAX_PRODUCTION_URL, 28))
-    vk: ProviderSettings = field(default_factory=lambda: ProviderSettings("https://api.vk.ru", 18))
+    max: ProviderSettings = field(default_factory=lambda: ProviderSettings(MAX_PRODUCTION_URL, 28, 27))
+    vk: ProviderSettings = field(default_factory=lambda: ProviderSettings("https://api.vk.ru", 18, 18))
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
 
 
@@ -413,9 +419,11 @@ _DISPATCH_KEYS = {
 
 def _provider(doc: _Doc, data: Any, name: str, default: ProviderSettings) -> ProviderSettings:
     f = _Fields(doc, data or {}, (name,), {"base_url", "rate", "timeout", "ca_bundle", "health_max_age_hours"})
+    rate = f.positive("rate", float, None)
     return ProviderSettings(
         base_url=f.get("base_url", str, default.base_url).rstrip("/"),
-        rate=f.positive("rate", float, default.rate),
+        rate=rate or default.rate,
+        shared_rate=rate or default.shared_rate,
         timeout=f.positive("timeout", float, default.timeout),
         ca_bundle=f.get("ca_bundle", str, ""),
         health_max_age_hours=f.positive("health_max_age_hours", float, default.health_max_age_hours),

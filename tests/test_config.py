@@ -194,6 +194,19 @@ def test_defaults_without_settings_file(tmp_path: Path) -> None:
     config = load_config(root)
     assert config.settings.max.base_url == "https://platform-api2.max.ru"
     assert config.settings.vk.base_url == "https://api.vk.ru"
+    # MAX allows 30 requests/s per token: one process runs at 28; processes sharing the token keep more headroom.
+    assert (config.settings.max.rate, config.settings.max.shared_rate) == (28, 27)
+    assert (config.settings.vk.rate, config.settings.vk.shared_rate) == (18, 18)
+
+
+def test_a_configured_rate_holds_for_one_process_and_for_several(tmp_path: Path) -> None:
+    root = write_config(tmp_path / "c", settings=ZVONOK_YAML + "max: {rate: 25}\nvk: {rate: 0}\n")
+    with pytest.raises(InvalidInput, match=r"«vk\.rate»: ожидается положительное число"):
+        load_config(root)
+    root = write_config(tmp_path / "d", settings=ZVONOK_YAML + "max: {rate: 25}\n")
+    config = load_config(root)
+    assert (config.settings.max.rate, config.settings.max.shared_rate) == (25, 25)
+    assert (config.settings.vk.rate, config.settings.vk.shared_rate) == (18, 18)
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ Five generated schools (tests/fleet.py): one on MAX and four on VK, each with 30
 students' chat each: 600 chats per school, one bot token per school) and 400 parents who are not in the chats
 and get a letter. One force-majeure announcement per school: 5 x 600 chat deliveries + 5 x 400 letters =
 5,000 deliveries. The emulators enforce the providers' real limits per token (MAX 30 requests/s, VK 20), and
-the gateway runs at its default rates (28 and 18): three processes each pacing alone would go three times too
+the gateway runs at its default rates (27 and 18): three processes each pacing alone would go three times too
 fast, so the test shows that the shared limit holds (not one "too many requests" for any token). MAX, one
-request per chat, bounds the run: 600 / 28 per second = 21 s at best.
+request per chat, bounds the run: 600 / 27 per second = 22 s at best.
 
 The workers are started first and poll only every 30 s, so they can start at once only because the
 announcements' commits wake them (LISTEN/NOTIFY). When a third of the MAX messages are in, worker 0 is
