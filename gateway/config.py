@@ -67,6 +67,7 @@ class DispatchSettings:
     retry_cap_seconds: float = 1800.0
     unknown_recheck_seconds: float = 10.0
     poll_seconds: float = 5.0
+    accounts_in_parallel: int = 32  # per messenger channel: bot tokens one process sends for at once
 
 
 MAX_PRODUCTION_URL = "https://platform-api2.max.ru"
@@ -81,7 +82,7 @@ class Settings:
     email: EmailSettings = field(
         default_factory=lambda: EmailSettings(host="127.0.0.1", port=25, from_address="noreply@school.example")
     )
-    max: ProviderSettings = field(default_factory=lambda: ProviderSettings(MAX_PRODUCTION_URL, 28, 27))
+    max: ProviderSettings = field(default_factory=lambda: ProviderSettings(MAX_PRODUCTION_URL, 28, 26))
     vk: ProviderSettings = field(default_factory=lambda: ProviderSettings("https://api.vk.ru", 18, 18))
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
 
@@ -379,6 +380,7 @@ def _settings(doc: _Doc, data: Any) -> Settings:
         retry_cap_seconds=disp_f.positive("retry_cap_seconds", float, d.retry_cap_seconds),
         unknown_recheck_seconds=disp_f.positive("unknown_recheck_seconds", float, d.unknown_recheck_seconds),
         poll_seconds=disp_f.positive("poll_seconds", float, d.poll_seconds),
+        accounts_in_parallel=disp_f.positive("accounts_in_parallel", int, d.accounts_in_parallel),
     )
     listen = top.get("listen", str, defaults.listen)
     if not _LISTEN.match(listen):
@@ -414,6 +416,7 @@ _DISPATCH_KEYS = {
     "retry_cap_seconds",
     "unknown_recheck_seconds",
     "poll_seconds",
+    "accounts_in_parallel",
 }
 
 

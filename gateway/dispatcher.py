@@ -162,11 +162,29 @@ class Dispatcher:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _drain(self, channel_name: str) -> int:
+        """Send the channel's due deliveries. A messenger's limits are per account (bot token): its lane claims
+        for up to `accounts_in_parallel` accounts at once, each claim skipping the accounts already being sent
+        for here, so one school's long queue (600 chats take 21 s at MAX's 28 per second) never holds up the
+        others'. E-mail goes to one SMTP server through one pool: one claimer."""
+        lanes = 1 if channel_name == EMAIL else self.settings.accounts_in_parallel
+        busy: set[str] = set()
+        claiming = asyncio.Lock()
+        counts = await asyncio.gather(*(self._claim_and_send(channel_name, busy, claiming) for _ in range(lanes)))
+        return sum(counts)
+
+    async def _claim_and_send(self, channel_name: str, busy: set[str], claiming: asyncio.Lock) -> int:
         total = 0
         while self._stop is None or not self._stop.is_set():
-            claimed = await self.store.claim(
-                self.clock.now(), self.settings.batch_size, self.settings.lease_seconds, channels=(channel_name,)
-            )
+            async with claiming:  # so that two claimers here never pick the same account
+                claimed = await self.store.claim(
+                    self.clock.now(),
+                    self.settings.batch_size,
+                    self.settings.lease_seconds,
+                    channels=(channel_name,),
+                    skip_accounts=sorted(busy),
+                )
+                accounts = {c.account for c in claimed} - busy
+                busy |= accounts
             if not claimed:
                 return total
             total += len(claimed)
@@ -177,6 +195,7 @@ class Dispatcher:
             finally:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
+                busy -= accounts
         return total
 
     async def _keep_leases(self, claimed: Sequence[Claimed]) -> None:
@@ -259,6 +278,8 @@ class Dispatcher:
                 pause = max(self.settings.unknown_recheck_seconds, outcome.retry_after or 0.0)
                 recheck = self.clock.now() + timedelta(seconds=pause)
                 return failed(Status.UNKNOWN, "unknown", retry_at=recheck)
+                if claimed.attempt > 1:
+                    pause = max(pause, self.backoff(claimed.attempt - 1))
             pause = self.backoff(claimed.attempt, outcome.retry_after)
             label = "rate_limited" if isinstance(outcome, RateLimited) else "transient"
             return failed(Status.TEMPORARY_FAILURE, label, retry_at=self.clock.now() + timedelta(seconds=pause))

@@ -11,6 +11,7 @@ messaging window and the calendar never hold it back, whenever the run happens.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +33,8 @@ from gateway.domain import AnnouncementRequest, Audience, Group, Kind
 LETTERS = "АБВГДЕЖЗИКЛМНОПРСТУФХЦЧШЩЭЮЯ"  # 28 letters x 11 parallels = 308 class names
 VK_PEER_OFFSET = 2_000_000_000
 ROOT = Path(__file__).resolve().parent.parent
+WORKER_BANNER = "обработчик рассылки работает"
+BANNERS = {"worker": WORKER_BANNER, "serve": "Zvonok работает"}
 
 
 @dataclass(frozen=True)
@@ -107,38 +111,71 @@ def write_config(root: Path, specs: list[SchoolSpec], settings: dict[str, Any]) 
 
 
 @asynccontextmanager
-async def providers(*, max_rate: float = 30, vk_rate: int = 20) -> AsyncIterator[tuple[MaxEmulator, VkEmulator]]:
-    """The MAX and VK emulators on their own event loop, in a thread of their own, as a provider is a system of
-    its own: the moment a request arrives (what their per-second limits count) is then not held up by what the
-    caller's loop does meanwhile (the SMTP emulator reading letters). Read their records once the senders stop.
+async def providers(*, max_rate: float = 30, vk_rate: int = 20) -> AsyncIterator[tuple[Any, Any]]:
+    """The MAX and VK emulators in a process of their own, as a provider is a system of its own: the moment a
+    request arrives (what their per-second limits count) is then not held up by what the caller's process does
+    meanwhile (the SMTP emulator reading letters, its garbage collection). The two objects yielded stand for
+    them: their methods and attributes are called there, over a pipe (arguments and answers are pickled).
     """
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    def serve() -> None:
-        async def main() -> None:
-            async with MaxEmulator(rate_limit=max_rate) as max_api, VkEmulator(rate_limit=vk_rate) as vk_api:
-                stop = asyncio.Event()
-                box.update(max=max_api, vk=vk_api, loop=asyncio.get_running_loop(), stop=stop)
-                ready.set()
-                await stop.wait()
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            box["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=serve, name="providers", daemon=True)
-    thread.start()
-    await asyncio.to_thread(ready.wait, 30)
-    if "error" in box or "max" not in box:
-        raise RuntimeError("the emulators did not start") from box.get("error")
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=_serve_providers, args=(child, max_rate, vk_rate), name="providers", daemon=True
+    )
+    process.start()
     try:
-        yield box["max"], box["vk"]
+        ready = await asyncio.to_thread(parent.poll, 60)
+        if not ready or parent.recv() != "ready":
+            raise RuntimeError("the emulators did not start")
+        lock = threading.Lock()
+        yield _Remote(parent, lock, "max"), _Remote(parent, lock, "vk")
     finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        await asyncio.to_thread(thread.join, 30)
+        if process.is_alive():
+            parent.send(None)
+            await asyncio.to_thread(process.join, 30)
+        process.kill()
+
+
+class _Remote:
+    """An emulator in the providers' process: reading an attribute or calling a method asks it over the pipe."""
+
+    def __init__(self, conn: Connection, lock: threading.Lock, name: str) -> None:
+        self._conn, self._lock, self._name = conn, lock, name
+
+    def _ask(self, op: str, attr: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+        with self._lock:
+            self._conn.send((op, self._name, attr, args, kwargs or {}))
+            kind, value = self._conn.recv()
+        if kind == "error":
+            raise value
+        return value
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        if self._ask("get", attr) == "<method>":
+            return lambda *args, **kwargs: self._ask("call", attr, args, kwargs)
+        return self._ask("value", attr)
+
+
+def _serve_providers(conn: Connection, max_rate: float, vk_rate: int) -> None:
+    async def main() -> None:
+        async with MaxEmulator(rate_limit=max_rate) as max_api, VkEmulator(rate_limit=vk_rate) as vk_api:
+            emulators: dict[str, Any] = {"max": max_api, "vk": vk_api}
+            loop = asyncio.get_running_loop()
+            conn.send("ready")
+            while (request := await loop.run_in_executor(None, conn.recv)) is not None:
+                op, name, attr, args, kwargs = request
+                try:
+                    value = getattr(emulators[name], attr)
+                    if op == "get":
+                        answer = "<method>" if callable(value) else "<value>"
+                    else:
+                        answer = value(*args, **kwargs) if op == "call" else value
+                    conn.send(("ok", answer))
+                except Exception as exc:
+                    conn.send(("error", exc))
+
+    asyncio.run(main())
 
 
 def populate(specs: list[SchoolSpec], max_api: MaxEmulator, vk_api: VkEmulator) -> None:
@@ -210,14 +247,20 @@ class Worker:
     out: Path
     err: Path
     files: list[IO[bytes]] = field(default_factory=list)
+    banner: str = WORKER_BANNER  # what it prints once it runs
 
     def stderr(self) -> str:
         return self.err.read_text(encoding="utf-8", errors="replace")
 
+    @property
+    def up(self) -> bool:
+        """It has said it runs (and it may have died since: see `process.returncode`)."""
+        return self.banner in self.out.read_text(encoding="utf-8", errors="replace")
+
     async def started(self, within: float = 60) -> None:
         """Until the worker says it runs."""
         for _ in range(int(within / 0.05)):
-            if "обработчик рассылки работает" in self.out.read_text(encoding="utf-8", errors="replace"):
+            if self.up:
                 return
             if self.process.returncode is not None:
                 raise RuntimeError(f"worker {self.number} exited {self.process.returncode}: {self.stderr()}")
@@ -237,14 +280,18 @@ class Worker:
         return code
 
 
-async def start_worker(number: int, config: Path, folder: Path, env: dict[str, str]) -> Worker:
-    out, err = folder / f"worker{number}.out", folder / f"worker{number}.err"
-    files = [out.open("wb"), err.open("wb")]
+async def start_worker(
+    number: int, config: Path, folder: Path, env: dict[str, str], *, command: str = "worker", verbose: bool = False
+) -> Worker:
+    """`zvonok worker` (or `zvonok serve`: `command`), its output in `folder`; `verbose`: its log at INFO (-v)."""
+    out, err = folder / f"{command}{number}.out", folder / f"{command}{number}.err"
+    files: list[IO[bytes]] = [out.open("wb"), err.open("wb")]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "gateway.cli",
-        "worker",
+        *(["-v"] if verbose else []),
+        command,
         "--config",
         str(config),
         stdout=files[0],
@@ -252,4 +299,4 @@ async def start_worker(number: int, config: Path, folder: Path, env: dict[str, s
         env={**os.environ, **env},
         cwd=ROOT,
     )
-    return Worker(number, process, out, err, files)
+    return Worker(number, process, out, err, files, BANNERS[command])

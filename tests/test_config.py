@@ -195,7 +195,7 @@ def test_defaults_without_settings_file(tmp_path: Path) -> None:
     assert config.settings.max.base_url == "https://platform-api2.max.ru"
     assert config.settings.vk.base_url == "https://api.vk.ru"
     # MAX allows 30 requests/s per token: one process runs at 28; processes sharing the token keep more headroom.
-    assert (config.settings.max.rate, config.settings.max.shared_rate) == (28, 27)
+    assert (config.settings.max.rate, config.settings.max.shared_rate) == (28, 26)
     assert (config.settings.vk.rate, config.settings.vk.shared_rate) == (18, 18)
 
 

@@ -193,6 +193,21 @@ async def test_channel_filter_and_due_time(store: Store, config: Config, clock: 
     assert {c.channel for c in await store.claim(clock.now(), 100, 30)} == {"max", "vk"}
 
 
+async def test_claim_skips_the_accounts_the_caller_is_sending_for(store: Store, clock: ManualClock) -> None:
+    # Two schools' bots: the first has a long queue. A claimer already sending for it gets the other's work.
+    queue = [
+        PlannedDelivery("max", account, f"-{n}", "5А", ChatKind.PARENTS, Note.IN_CHAT, clock.now())
+        for account, n in [*(("school-1", n) for n in range(1, 6)), ("school-2", 100), ("school-2", 101)]
+    ]
+    await store.create_announcement(request(), Plan(queue), clock.now())
+    first = await store.claim(clock.now(), 3, 30)
+    assert [c.target for c in first] == ["-1", "-2", "-3"]
+    other = await store.claim(clock.now(), 3, 30, skip_accounts=["school-1"])
+    assert [(c.account, c.target) for c in other] == [("school-2", "-100"), ("school-2", "-101")]
+    assert await store.claim(clock.now(), 3, 30, skip_accounts=["school-1", "school-2"]) == []
+    assert [c.target for c in await store.claim(clock.now(), 3, 30, skip_accounts=["school-2"])] == ["-4", "-5"]
+
+
 async def test_temporary_failure_waits_for_its_retry_time(store: Store, config: Config, clock: ManualClock) -> None:
     p = await seeded(store, config, clock)
     await store.create_announcement(request(), p, clock.now())

@@ -392,9 +392,16 @@ class Store(ABC):
 
     @abstractmethod
     async def claim(
-        self, now: datetime, limit: int, lease_seconds: float, *, channels: Sequence[str] = ()
+        self,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        *,
+        channels: Sequence[str] = (),
+        skip_accounts: Sequence[str] = (),
     ) -> list[Claimed]:
-        """Up to `limit` due deliveries (of these channels; all if none named), leased until now + lease_seconds."""
+        """Up to `limit` due deliveries (of these channels; all if none named), leased until now + lease_seconds,
+        oldest first; none of the accounts in `skip_accounts` (those the caller is already sending for)."""
 
     @abstractmethod
     async def finish(self, results: Sequence[Result], now: datetime) -> int:

@@ -595,12 +595,19 @@ class PostgresStore(Store):
     # ------------------------------------------------------------------ dispatch
 
     async def claim(
-        self, now: datetime, limit: int, lease_seconds: float, *, channels: Sequence[str] = ()
+        self,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        *,
+        channels: Sequence[str] = (),
+        skip_accounts: Sequence[str] = (),
     ) -> list[Claimed]:
         params = {
             "now": require_aware(now),
             "until": now + timedelta(seconds=lease_seconds),
             "channels": list(channels) or None,
+            "skip": list(skip_accounts),
             "limit": limit,
         }
         async with self._tx() as conn:
@@ -1116,7 +1123,8 @@ _CLAIMABLE = f"""status IN {_OPEN}
       AND (lease_until IS NULL OR lease_until <= %(now)s)"""
 _DUE = f"""{_CLAIMABLE}
       AND not_before <= %(now)s
-      AND (%(channels)s::text[] IS NULL OR channel = ANY (%(channels)s::text[]))"""
+      AND (%(channels)s::text[] IS NULL OR channel = ANY (%(channels)s::text[]))
+      AND NOT (account = ANY (%(skip)s::text[]))"""
 
 # Held chat deliveries: those that may form bundles. claim takes them a chat at a time (below); the rest never.
 _BUNDLED = "held AND channel <> 'email'"

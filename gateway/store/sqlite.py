@@ -468,11 +468,19 @@ class SqliteStore(Store):
     # ------------------------------------------------------------------ dispatch
 
     async def claim(
-        self, now: datetime, limit: int, lease_seconds: float, *, channels: Sequence[str] = ()
+        self,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        *,
+        channels: Sequence[str] = (),
+        skip_accounts: Sequence[str] = (),
     ) -> list[Claimed]:
         stamp = ts(now)
         until = ts(now + timedelta(seconds=lease_seconds))
         only = f"AND channel IN ({', '.join('?' * len(channels))})" if channels else ""
+        if skip_accounts:
+            only += f" AND account NOT IN ({', '.join('?' * len(skip_accounts))})"
 
         def tx(conn: sqlite3.Connection) -> list[Claimed]:
             claimable = f"status IN {_OPEN} AND (lease_until IS NULL OR lease_until <= ?)"
@@ -480,7 +488,7 @@ class SqliteStore(Store):
                 f"""SELECT {_CLAIM_COLUMNS} FROM deliveries
                     WHERE {claimable} AND not_before <= ? {only}
                     ORDER BY not_before, id LIMIT ?""",
-                (stamp, stamp, *channels, limit),
+                (stamp, stamp, *channels, *skip_accounts, limit),
             ).fetchall()
             # Held chat deliveries of one chat waiting for the same opening form a bundle, claimed whole.
             picked = {r["id"]: r for r in rows}
