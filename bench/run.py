@@ -112,6 +112,40 @@ def _workers(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _region(r: dict[str, Any]) -> list[str]:
+    g, t = r["region"], r["targets"]
+    lines = [
+        f"A generated region of {g['schools']} schools x {g['classes']} classes (a MAX parents' and students' chat "
+        f"per class, a bot per school, {g['students']} students per class, 1-2 guardians each, 15-30 % of them not "
+        "in the chats); one `zvonok worker` on SQLite; the MAX emulator enforces 30 requests/s per token. "
+        f"Medians of {r['reps']} runs; the floors were measured in the same runs (see the script).",
+        "",
+        "| scenario | deliveries | seconds (runs) | median | deliveries/s | rate-limit floor | ratio | raw-client "
+        "floor | ratio | peak RSS | all once |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in r["scenarios"]:
+        runs = ", ".join(str(run["seconds"]) for run in x["runs"])
+        lines.append(
+            f"| {x['scenario']} | {x['runs'][0]['deliveries']:,} | {runs} | {x['median_seconds']} "
+            f"| {x['median_deliveries_per_s']} | {x['rate_floor_seconds']} s | {x['ratio_to_rate_floor']} "
+            f"| {x['raw_floor_seconds']} s | {x['ratio_to_raw_floor']} | {x['peak_rss_mb']} MB "
+            f"| {x['all_delivered_once']} |"
+        )
+    a, b = r["scenarios"][0], r["scenarios"][-1]
+    lines += [
+        "",
+        f"Targets: (a) ≤ {t['a_ratio_to_rate_floor']} x the rate-limit floor: "
+        f"{'met' if a['ratio_to_rate_floor'] <= t['a_ratio_to_rate_floor'] else 'missed'}; "
+        f"(b) ≤ {t['b_ratio_to_raw_floor']} x the raw floor: "
+        f"{'met' if b['ratio_to_raw_floor'] <= t['b_ratio_to_raw_floor'] else 'missed'}, "
+        f"≥ {t['b_deliveries_per_s']:,} deliveries/s: "
+        f"{'met' if b['median_deliveries_per_s'] >= t['b_deliveries_per_s'] else 'missed'}, "
+        f"peak RSS ≤ {t['b_peak_rss_mb']} MB: {'met' if b['peak_rss_mb'] <= t['b_peak_rss_mb'] else 'missed'}.",
+    ]
+    return lines
+
+
 def _generic(r: dict[str, Any]) -> list[str]:
     summary = r.get("summary")
     if isinstance(summary, list):
@@ -125,6 +159,7 @@ BENCHMARKS: dict[str, tuple[list[str], Renderer, str]] = {
     "store_plan": ([], _store, "Store: committing a region-wide plan"),
     "email_fanout": ([], _generic, "E-mail: 1,000 and 10,000 letters, the gateway vs Apprise vs a raw blast"),
     "workers": ([], _workers, "PostgreSQL: 1, 2 and 3 worker processes"),
+    "region": ([], _region, "Region: one school's force majeure and a region's closure, against both floors"),
 }
 
 

@@ -16,7 +16,7 @@ has no NOTIFY to wake it and would otherwise find the work up to 5 s late), then
 from this process; the time runs from the first post to the moment the store shows every delivery final.
 Then the workers are stopped (SIGTERM). deliveries/s = 4,000 / that time; the median of `--reps` runs.
 
-The emulators run in this process (MAX and VK on a thread of their own, SMTP on the main loop), so this
+The emulators run beside the workers (MAX and VK in a process of their own, SMTP in this one), so this
 process, the workers and PostgreSQL share the machine's cores: on a machine with few cores the figures show
 where the CPU runs out, not how far more processes could go on more cores. `cpu_count` is in the results.
 

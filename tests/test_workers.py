@@ -110,7 +110,7 @@ async def test_three_workers_deliver_5000_once_within_the_limits_though_one_is_k
         counts = received(SCHOOLS, max_api, vk_api, smtp)
 
     # Woken by the commits (they poll every 30 s), not found by a poll.
-    assert first_message is not None and first_message < 5
+    assert first_message is not None and first_message < 15  # the fallback poll would take up to 30 s
     # Worker 0 died by SIGKILL; the others stopped cleanly on SIGTERM.
     assert codes == [-9] + [0] * (WORKERS - 1), [w.stderr()[-2000:] for w in workers]
     for w in workers[1:]:
