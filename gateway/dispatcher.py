@@ -11,7 +11,8 @@ What an outcome does to a delivery (the adapter's error class decides):
     find_sent found it      delivered (reconciled: the earlier, unanswered send had arrived)
     TransientError          temporary failure; retried at now + backoff (exponential, jittered), or at the
                             pause the provider asked for; after `max_attempts` it fails for good
-    UnknownOutcome          unknown; re-checked soon with `find_sent` before any resend
+    UnknownOutcome          unknown; re-checked soon with `find_sent` before any resend; a later attempt that
+                            ends unknown again (the provider is down) is re-checked after the backoff
     DeadTarget              failed for good; the chat is marked dead, the admin alerted, its people e-mailed
     CredentialError         failed for good; the admin alerted; the chat's people e-mailed
     PermanentError          failed for good; a chat's people e-mailed
@@ -240,6 +241,7 @@ class Dispatcher:
                 elif isinstance(result, BaseException):
                     log.error("find_sent failed unexpectedly for delivery %s: %r", members[i][0].id, result)
                     outcomes[i] = UnknownOutcome("проверка доставки не удалась", code="internal")
+        reconciled = {i for i in checks if isinstance(outcomes[i], Sent)}  # found: the earlier send had arrived
         to_send = [i for i, o in enumerate(outcomes) if o is None]
         if to_send:
             try:
@@ -250,7 +252,6 @@ class Dispatcher:
                 sent = [error] * len(to_send)
             for i, answer in zip(to_send, sent, strict=True):
                 outcomes[i] = answer
-        reconciled = set(checks)
         for i, (group, got) in enumerate(zip(members, outcomes, strict=True)):
             if got is None:
                 continue
@@ -274,12 +275,14 @@ class Dispatcher:
                 error = f"попытки исчерпаны ({claimed.attempt}): {outcome}"
                 return failed(Status.PERMANENT_FAILURE, "exhausted", error, fallback=is_chat)
             if isinstance(outcome, UnknownOutcome):
-                # the provider may still store a late request: give it the adapter's pause before looking
+                # the provider may still store a late request: give it the adapter's pause before looking; when
+                # it is still unknown after a look (the provider is down), back off as after any failure, or an
+                # outage of a minute or two would use up every attempt
                 pause = max(self.settings.unknown_recheck_seconds, outcome.retry_after or 0.0)
-                recheck = self.clock.now() + timedelta(seconds=pause)
-                return failed(Status.UNKNOWN, "unknown", retry_at=recheck)
                 if claimed.attempt > 1:
                     pause = max(pause, self.backoff(claimed.attempt - 1))
+                recheck = self.clock.now() + timedelta(seconds=pause)
+                return failed(Status.UNKNOWN, "unknown", retry_at=recheck)
             pause = self.backoff(claimed.attempt, outcome.retry_after)
             label = "rate_limited" if isinstance(outcome, RateLimited) else "transient"
             return failed(Status.TEMPORARY_FAILURE, label, retry_at=self.clock.now() + timedelta(seconds=pause))

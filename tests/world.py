@@ -94,7 +94,8 @@ async def running_world(
         )
         gateway = await Gateway.open(config, clock=clock)
         await gateway.import_roster("s1", parse_roster(ROSTER_CSV.encode(), config.schools["s1"]))
+        world = World(gateway, smtp, max_api, vk_api)
         try:
-            yield World(gateway, smtp, max_api, vk_api)
+            yield world
         finally:
-            await gateway.close()
+            await world.gateway.close()  # the one the test left there: it may have restarted the gateway
