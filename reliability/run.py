@@ -1,0 +1,447 @@
+"""`./run reliability`: the long reliability runs, then RELIABILITY.md from their results.
+
+Three parts, one after another (never together: the machine has two cores and is shared), each writing
+reliability/results/<name>.json:
+- chaos: `python -m reliability.chaos` — SIGKILL the gateway at random moments during a large fan-out, on
+  SQLite and on PostgreSQL (25 kills each by default), then count what every chat and mailbox received;
+- load: `python -m reliability.load` — staff post 50 announcements a minute and read reports through the HTTP
+  API while a region-wide fan-out runs: latency percentiles, failures, and whether everything is delivered;
+- tests: the fast reliability suites (SUITES below) with pytest, one file at a time (`--junitxml`).
+
+`--only chaos load tests` runs some of them; `--quick` makes chaos and load short (for development: 5 kills on
+4 schools, 30 s of load on 5 schools; RELIABILITY.md then says so); `--render` only rewrites RELIABILITY.md from
+the results already there. Exit 1 when any part failed (RELIABILITY.md is written all the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "reliability" / "results"
+REPORT = ROOT / "RELIABILITY.md"
+
+QUICK = {
+    "chaos": ["--kills", "5", "--schools", "4"],
+    "load": ["--schools", "5", "--minutes", "0.5"],
+}
+
+# The fast suites: what each file proves (None: the first sentence of its own docstring).
+SUITES: dict[str, str | None] = {
+    "tests/test_faults.py": None,
+    "tests/test_clock.py": None,
+    "tests/test_workers.py": "three `zvonok worker` processes on PostgreSQL deliver 5,000 while one is SIGKILLed: "
+    "none lost, none duplicated in a chat, the providers' limits kept across processes",
+    "tests/test_dispatch_email.py": "the e-mail pipeline end to end against a real SMTP server: post, outbox, "
+    "dispatcher, SMTP, report",
+    "tests/test_max_adapter.py": "MAX over real HTTP: error mapping, rate limits, reconciliation after a lost "
+    "answer (no duplicate), health checks",
+    "tests/test_vk_adapter.py": "VK over real HTTP: the error table, `random_id` dedup under faults, `execute` "
+    "batching, rate limiting",
+    "tests/test_properties.py": "bad input, generated (hypothesis): school files, roster exports and announcements "
+    "are accepted or rejected with clear Russian problems, never a crash or a partial write",
+    "tests/test_web_schemathesis.py": "every API operation with generated bodies, parameters and headers "
+    "(schemathesis): no server error, every JSON answer matches its schema",
+}
+
+
+def run_part(name: str, args: list[str], *, quick: bool) -> bool:
+    print(f"-- {name} ...", flush=True)
+    started = time.monotonic()
+    if name == "tests":
+        ok = run_suites()
+    else:
+        command = [sys.executable, "-m", f"reliability.{name}", *args]
+        ok = subprocess.run(command, cwd=ROOT, check=False).returncode == 0  # noqa: S603 - our own module
+    seconds = round(time.monotonic() - started)
+    print(f"-- {name}: {seconds} s, {'ok' if ok else 'FAILED'}", flush=True)
+    timings = _load("run") or {}
+    timings[name] = {"seconds": seconds, "ok": ok, "args": args, "quick": quick}
+    _save("run", timings)
+    return ok
+
+
+def run_suites() -> bool:
+    """Each file with pytest on its own (a file that does not collect cannot hide the others), its junit XML read
+    back: tests, passed, failed, skipped, time."""
+    rows = []
+    for path, description in SUITES.items():
+        file = ROOT / path
+        row: dict[str, Any] = {"file": path, "description": description or _first_sentence(file)}
+        if not file.exists():
+            rows.append({**row, "present": False})
+            print(f"   {path}: not in the tree, skipped", flush=True)
+            continue
+        xml = RESULTS / f"junit-{file.stem}.xml"
+        started = time.monotonic()
+        command = [sys.executable, "-m", "pytest", path, "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"]
+        env = {**os.environ, "ZVONOK_REQUIRE_POSTGRES": "1"}  # here a PostgreSQL test fails rather than skips
+        code = subprocess.run(command, cwd=ROOT, env=env, check=False, capture_output=True).returncode  # noqa: S603
+        row |= {"present": True, "exit_code": code, "wall_seconds": round(time.monotonic() - started, 1)}
+        row |= _junit(xml)
+        xml.unlink(missing_ok=True)
+        rows.append(row)
+        print(f"   {path}: {row['passed']}/{row['tests']} passed, {row['failed']} failed ({row['seconds']} s)")
+    _save("suites", {"when": _now(), "files": rows})
+    return all(r["exit_code"] == 0 for r in rows if r["present"])
+
+
+def _junit(xml: Path) -> dict[str, Any]:
+    if not xml.exists():
+        return {"tests": 0, "passed": 0, "failed": 0, "skipped": 0, "seconds": 0.0}
+    cases = ET.parse(xml).getroot().iter("testcase")  # noqa: S314
+    counts = {"tests": 0, "passed": 0, "failed": 0, "skipped": 0}
+    seconds = 0.0
+    for case in cases:
+        counts["tests"] += 1
+        seconds += float(case.get("time", 0))
+        tags = {child.tag for child in case}
+        key = "failed" if tags & {"failure", "error"} else "skipped" if "skipped" in tags else "passed"
+        counts[key] += 1
+    return {**counts, "seconds": round(seconds, 1)}
+
+
+def _first_sentence(file: Path) -> str:
+    if not file.exists():
+        return "(not in the tree yet)"
+    doc = ast.get_docstring(ast.parse(file.read_text(encoding="utf-8"))) or ""
+    text = " ".join(doc.split("\n\n")[0].split())
+    return text.split(". ")[0].rstrip(".")
+
+
+# ---------------------------------------------------------------------------------------------- RELIABILITY.md
+
+
+def render() -> None:
+    chaos = [r for r in (_load("chaos_sqlite"), _load("chaos_postgresql")) if r]
+    load = [r for r in (_load("load_sqlite"), _load("load_postgresql")) if r]
+    suites = _load("suites")
+    timings = _load("run") or {}
+    stamps = [r["when"] for r in [*chaos, *load, *([suites] if suites else [])]]
+    machine = next((r["machine"] for r in [*chaos, *load]), None)
+    lines = [
+        "# Reliability",
+        "",
+        "What was tried against the gateway, how often, and what held: figures from the latest run of",
+        "`./run reliability` (reliability/run.py; results in `reliability/results/*.json`, from which this file is",
+        "written). Every figure comes from real processes, real HTTP, a real SMTP server and real SQLite and",
+        "PostgreSQL stores; the MAX and VK providers are the project's protocol-faithful emulators.",
+        "",
+    ]
+    if stamps:
+        first, last = min(stamps), max(stamps)
+        lines.append(f"Results of {first[:16].replace('T', ' ')} to {last[:16].replace('T', ' ')} (UTC{last[19:]}).")
+    if machine:
+        lines.append(
+            f"Machine: {machine['cpu_count']} cores, {machine['memory_gib']} GiB, Python {machine['python']}, "
+            f"PostgreSQL {machine['postgresql']}, {machine['platform']}; shared with other work, so times are noisy."
+        )
+    if timings:
+        parts = ", ".join(f"{name} {t['seconds'] // 60} min {t['seconds'] % 60} s" for name, t in timings.items())
+        lines.append(f"Time per part: {parts}.")
+    if any(t.get("quick") for t in timings.values()):
+        lines.append("")
+        lines.append("**These figures are from a `--quick` run (a short one, for development), not the default.**")
+    lines += ["", "## Summary", "", "| what was tried | how often | what held |", "|---|---|---|"]
+    for r in chaos:
+        got = r["received"]
+        lines.append(
+            f"| SIGKILL of the gateway during a fan-out, {_backend(r)} | {r['kills']} kills, {r['deliveries']:,} "
+            f"deliveries | lost {_lost(r)}, duplicates in chats {got['max']['duplicates'] + got['vk']['duplicates']}, "
+            f"e-mail duplicates {got['email']['duplicates']} (bound {r['email_duplicate_bound']}) |"
+        )
+    for r in load:
+        calls = sum(v["count"] for v in r["latency"].values())
+        post = r["latency"].get("POST /api/announcements (class or parallel)", {})
+        drained = r["seconds"]["final_after_last_post"]
+        ending = "**stalled**" if drained is None else f"final {drained} s after the last post"
+        lines.append(
+            f"| staff API during a region's fan-out, {'SQLite' if r['backend'] == 'sqlite' else 'PostgreSQL'}, one "
+            f"`zvonok serve` | {calls:,} requests, {r['deliveries']:,} deliveries | failed requests "
+            f"{len(r['failures'])}, POST p99 {post.get('p99_ms')} ms, all delivered {r['all_delivered']}, {ending} |"
+        )
+    if suites:
+        present = [f for f in suites["files"] if f["present"]]
+        lines.append(
+            f"| fast suites (provider faults, clock, workers, adapters, generated input) | "
+            f"{sum(f['tests'] for f in present)} tests in {len(present)} files | passed "
+            f"{sum(f['passed'] for f in present)}, failed {sum(f['failed'] for f in present)}, skipped "
+            f"{sum(f['skipped'] for f in present)} |"
+        )
+    lines += ["", *_chaos_section(chaos), *_load_section(load), *_suites_section(suites), *_reproduce()]
+    REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {REPORT.relative_to(ROOT)}")
+
+
+def _backend(r: dict[str, Any]) -> str:
+    n = r["worker_processes"]
+    return f"{'SQLite' if r['backend'] == 'sqlite' else 'PostgreSQL'}, {n} worker process{'es' if n > 1 else ''}"
+
+
+def _lost(r: dict[str, Any]) -> int:
+    got = r["received"]
+    return int(got["max"]["missing"] + got["vk"]["missing"] + got["email"]["missing"])
+
+
+def _chaos_section(results: list[dict[str, Any]]) -> list[str]:
+    if not results:
+        return []
+    first = results[0]
+    w = first["workload"]
+    lines = [
+        "## 1. Crashes: SIGKILL at random moments during a large fan-out",
+        "",
+        f"`reliability/chaos.py`. A generated region of {w['max_schools']} schools, each with its own MAX bot "
+        f"({w['max_chats']:,} MAX chats), and {w['vk_schools']} VK schools ({w['vk_chats']} VK chats); "
+        f"{w['mailboxes']:,} families are in no chat and get a letter. One wave is a whole-school force majeure in "
+        f"every school: {w['deliveries_per_wave']:,} deliveries; a new wave is posted whenever the backlog runs low "
+        "and kills are still to come, so the gateway always has work in flight when it dies. The gateway runs as "
+        "real `zvonok worker` processes; every "
+        f"{first['kill_interval_s'][0]}-{first['kill_interval_s'][1]} s (seeded RNG, seed {first['seed']}) one of "
+        "them gets SIGKILL and is restarted at once. On SQLite there is one process (the next moment is counted "
+        "from when the restarted one says it runs); on PostgreSQL three, the victim chosen at random. Leases are "
+        f"{first['lease_seconds']:.0f} s. After the last kill the workers are left to finish, stopped with SIGTERM, "
+        "and everything the emulated chats and the SMTP server received is counted against what each school must "
+        "receive.",
+        "",
+        "| | " + " | ".join(_backend(r) for r in results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
+
+    def row(label: str, value: Any) -> None:
+        lines.append(f"| {label} | " + " | ".join(str(value(r)) for r in results) + " |")
+
+    row("SIGKILLs (processes started)", lambda r: f"{r['kills']} ({r['workers_started']})")
+    row(
+        "waves × deliveries", lambda r: f"{r['waves']} × {r['workload']['deliveries_per_wave']:,} = {r['deliveries']:,}"
+    )
+    row(
+        "run time; final after the last kill",
+        lambda r: f"{r['seconds']['total']} s; {r['seconds']['final_after_last_kill']} s",
+    )
+    row(
+        "deliveries delivered (store)",
+        lambda r: f"{r['store']['statuses'].get('delivered', 0):,} of {r['deliveries']:,}",
+    )
+    row(
+        "claims that died with their process (MAX / VK / e-mail)",
+        lambda r: " / ".join(str(r["store"]["claims_lost_to_kills"].get(c, 0)) for c in ("max", "vk", "email")),
+    )
+    row(
+        "MAX: found already in the chat, not resent",
+        lambda r: r["store"]["attempt_outcomes_after_a_lost_claim"].get("max:reconciled", 0),
+    )
+    for channel, label in (("max", "MAX"), ("vk", "VK")):
+        row(
+            f"{label} chats: messages / missing / duplicates",
+            lambda r, c=channel: (
+                f"{r['received'][c]['messages']:,} in {r['received'][c]['chats']:,} chats / "
+                f"**{r['received'][c]['missing']}** / **{r['received'][c]['duplicates']}**"
+            ),
+        )
+    row(
+        "letters: received / missing",
+        lambda r: f"{r['received']['email']['letters']:,} / **{r['received']['email']['missing']}**",
+    )
+    row(
+        "e-mail duplicates (same Message-ID twice) / bound",
+        lambda r: f"**{r['received']['email']['duplicates']}** / {r['email_duplicate_bound']}",
+    )
+    row(
+        "provider refusals (MAX 429 / VK error 6)",
+        lambda r: f"{r['rate_limited']['max_429']} / {r['rate_limited']['vk_error_6']}",
+    )
+    row(
+        "workers that died by themselves; exit codes at SIGTERM",
+        lambda r: f"{r['crashed_by_themselves']}; {sorted(set(r['final_exit_codes']))}",
+    )
+    row(
+        "logs: tracebacks / unmasked e-mail addresses / tokens",
+        lambda r: (
+            f"{r['logs']['tracebacks']} / {r['logs']['unmasked_addresses']} / {r['logs']['secrets']} "
+            f"({r['logs']['lines']:,} lines at -v)"
+        ),
+    )
+    row("result", lambda r: "**held**" if r["ok"] else "**FAILED**")
+    lines += [
+        "",
+        "What bounds the e-mail duplicates. A chat message is never sent twice: a MAX delivery whose sender died is "
+        "looked up in the chat before any resend, and VK drops a repeated `random_id`. E-mail cannot be asked: a "
+        "letter is sent again, with the same Message-ID, when its process died after the SMTP server accepted it and "
+        "before the outcome was committed. Every such letter is therefore one of the e-mail claims that died with "
+        "their process (the bound above, counted from the store: a claim counts an attempt, only a finished one is "
+        "recorded). A process holds at most one e-mail batch at a time (`dispatch.batch_size`, "
+        f"{first['batch_size']}; e-mail has one claimer per process), committed in chunks of 16 as each finishes, "
+        f"so one kill can duplicate at most {first['batch_size']} letters, and in practice only those of the "
+        "chunks in flight that had reached the server. Target: zero; mail clients that deduplicate by Message-ID "
+        "show such a letter once.",
+        "",
+    ]
+    return lines
+
+
+def _load_section(results: list[dict[str, Any]]) -> list[str]:
+    if not results:
+        return []
+    w, p = results[0]["workload"], results[0]["plan"]
+    lines = [
+        "## 2. Load: staff posting and reading while a region fans out",
+        "",
+        f"`reliability/load.py`. One `zvonok serve` process (production dispatch settings) for a generated region "
+        f"of {w['schools']} schools (of the 300 of the full region, so that a run takes minutes on this machine): "
+        f"{w['max_chats']:,} MAX chats, {w['guardians']:,} guardians. The staff first post the closure of every "
+        f"school through `POST /api/announcements` ({w['closure_deliveries']:,} deliveries, "
+        f"{w['closure_letters']:,} of them letters), then for {p['minutes']:g} minutes, while that is delivered, "
+        f"post {p['posts_per_minute']:g} announcements a minute (one class or one parallel of a random school) and "
+        f"read: progress every {1 / p['progress_per_s']:g} s, a report every {p['report_every_s']} s, the list every "
+        "10 s, each with its school deputy's API token, on schedule whether or not earlier requests have answered. "
+        "The client runs on a thread and event loop of its own beside the SMTP emulator (the MAX emulator is a "
+        "process of its own), on the same two cores as the gateway and PostgreSQL: the latencies include that "
+        "contention. Then the run waits until every delivery is final, or until none has become final for two "
+        "minutes (a stall).",
+        "",
+    ]
+    for r in results:
+        lines += [
+            f"### {'SQLite' if r['backend'] == 'sqlite' else 'PostgreSQL'}",
+            "",
+            "| endpoint | requests | p50 ms | p95 ms | p99 ms | max ms | failed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        failed: dict[str, int] = {}
+        for f in r["failures"]:
+            failed[f["endpoint"]] = failed.get(f["endpoint"], 0) + 1
+        for endpoint, s in r["latency"].items():
+            lines.append(
+                f"| `{endpoint}` | {s['count']} | {s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | {s['max_ms']} "
+                f"| {failed.get(endpoint, 0)} |"
+            )
+        took = r["delivered_within_ms"]
+        closure, small = took["closure"], took["class or parallel"]
+        announced = r["announcements"]
+        if r["seconds"]["final_after_last_post"] is None:
+            still = ", ".join(f"{n:,} {status}" for status, n in r["stalled"]["open"].items())
+            ending = (
+                f"**It stalled**: no delivery became final for {r['stalled']['after_s']:.0f} s with {still} still "
+                "open (see the notes below)."
+            )
+        else:
+            ending = (
+                f"Nothing stalled: the last delivery was final **{r['seconds']['final_after_last_post']} s** after "
+                "the last post answered."
+            )
+        per_channel = "; ".join(
+            f"{channel}: " + ", ".join(f"{n:,} {status}" for status, n in counts.items())
+            for channel, counts in r["statuses"].items()
+        )
+        lines += [
+            "",
+            f"Failed requests: **{len(r['failures'])}**. Every delivery delivered: **{r['all_delivered']}** "
+            f"({r['deliveries']:,} deliveries of {sum(announced.values())} announcements; {per_channel}); missing "
+            f"in the chats and mailboxes: **{r['received']['missing']}**, duplicated: "
+            f"**{r['received']['duplicates']}**. {ending}",
+            "",
+            f"From posting to the last delivery, of the announcements that completed: a school's closure "
+            f"{_s(closure['p50_ms'])} median, {_s(closure['max_ms'])} the slowest ({closure['count']} of "
+            f"{announced['closures']}); an announcement to a class or a parallel posted during the fan-out "
+            f"{_s(small['p50_ms'])} median, {_s(small['p95_ms'])} p95, {_s(small['max_ms'])} at most ({small['count']} "
+            f"of {announced['posted_during_load']}). MAX refusals (429): {r['rate_limited']['max_429']}. The "
+            f"service's log at -v: {r['logs']['lines']:,} lines, {r['logs']['tracebacks']} tracebacks, "
+            f"{r['logs']['unmasked_addresses']} unmasked e-mail addresses, {r['logs']['secrets']} tokens; exit code "
+            f"at SIGTERM {r['serve_exit_code']} (-9: it could not finish within a minute and was killed). Setup "
+            f"(region written, rosters imported, tokens made, service started): {r['seconds']['setup']} s.",
+            "",
+        ]
+    return lines
+
+
+def _s(ms: float | None) -> str:
+    return "—" if ms is None else f"{ms / 1000:.1f} s"
+
+
+def _suites_section(suites: dict[str, Any] | None) -> list[str]:
+    if not suites:
+        return []
+    lines = [
+        "## 3. The fast reliability suites",
+        "",
+        "These run in `./run tests` as well; here each file runs alone with pytest (`--junitxml`), PostgreSQL "
+        "required (`ZVONOK_REQUIRE_POSTGRES=1`: a PostgreSQL test fails rather than skips).",
+        "",
+        "| file | what it proves | tests | passed | failed | skipped | time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in suites["files"]:
+        if not f["present"]:
+            lines.append(f"| `{f['file']}` | {f['description']} | not in the tree at this run | | | | |")
+            continue
+        lines.append(
+            f"| `{f['file']}` | {f['description']} | {f['tests']} | {f['passed']} | {f['failed']} | {f['skipped']} "
+            f"| {f['wall_seconds']} s |"
+        )
+    return [*lines, ""]
+
+
+def _reproduce() -> list[str]:
+    return [
+        "## Reproduce",
+        "",
+        "```sh",
+        "./run reliability                  # all three parts (chaos on SQLite and PostgreSQL, load, suites)",
+        "./run reliability --only chaos     # one part; --quick for a short development run; --render to rewrite",
+        "python -m reliability.chaos --backend postgresql --kills 40 --seed 7   # a part alone, other settings",
+        "python -m reliability.load --schools 300 --minutes 5                  # the full 300-school region",
+        "```",
+        "",
+        "PostgreSQL: the local server's database `test` (`$ZVONOK_TEST_POSTGRES`); every run makes a schema of its "
+        "own and drops it afterwards.",
+    ]
+
+
+def _now() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _save(name: str, data: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=["chaos", "load", "tests"], help="run only these parts")
+    parser.add_argument("--quick", action="store_true", help="short chaos and load runs, for development")
+    parser.add_argument("--kills", type=int, help="SIGKILLs per backend in the chaos part (default 25)")
+    parser.add_argument("--render", action="store_true", help="only rewrite RELIABILITY.md from the results")
+    args = parser.parse_args()
+    ok = True
+    if not args.render:
+        for name in args.only or ["chaos", "load", "tests"]:
+            part_args = list(QUICK.get(name, [])) if args.quick else []
+            if name == "chaos" and args.kills is not None:
+                part_args += ["--kills", str(args.kills)]
+            ok &= run_part(name, part_args, quick=args.quick)
+    render()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
