@@ -67,7 +67,9 @@ class DispatchSettings:
     retry_cap_seconds: float = 1800.0
     unknown_recheck_seconds: float = 10.0
     poll_seconds: float = 5.0
-    accounts_in_parallel: int = 32  # per messenger channel: bot tokens one process sends for at once
+    # per messenger channel: bot tokens one process sends for at once; 32 stalled the PostgreSQL rate schedule
+    # (RELIABILITY.md, "What did not hold")
+    accounts_in_parallel: int = 4
 
 
 MAX_PRODUCTION_URL = "https://platform-api2.max.ru"
