@@ -85,7 +85,7 @@ class Fleet:
     verbose: bool = True
     alive: list[Worker] = field(default_factory=list)
     dead: list[Worker] = field(default_factory=list)
-    codes: list[int] = field(default_factory=list)  # exit codes of the workers killed or stopped
+    codes: list[int] = field(default_factory=list)  # exit codes of the workers killed
     started: int = 0
 
     async def start(self) -> Worker:
@@ -113,6 +113,11 @@ class Fleet:
         self.dead.extend(self.alive)
         self.alive = []
         return codes
+
+    async def reap(self) -> None:
+        """SIGKILL whatever still runs (after a failure of the run itself)."""
+        for w in list(self.alive):
+            await self.kill(w)
 
     def logs(self) -> list[Path]:
         return [w.err for w in self.dead + self.alive]
@@ -145,6 +150,7 @@ async def run(backend: str, kills_wanted: int, seed: int, schools: int) -> dict[
             await gateway.import_roster(school_id, read_roster(config.rosters[school_id], config.schools[school_id]))
 
         fleet = Fleet(root, folder)
+        stack.push_async_callback(fleet.reap)  # should anything below fail
         for _ in range(WORKERS[backend]):
             await fleet.start()
         await asyncio.gather(*(w.started() for w in fleet.alive))

@@ -65,7 +65,7 @@ from reliability.common import (
     scan_logs,
     write_result,
 )
-from tests.fleet import providers, start_worker
+from tests.fleet import Worker, providers, start_worker
 from tests.region import RegionSpec, class_names, closure, write_region
 
 CLOSURE_CONCURRENCY = 4
@@ -226,6 +226,7 @@ async def run(backend: str, schools: int, minutes: float, rate: float, seed: int
             await gateway.import_roster(school.id, read_roster(config.rosters[school.id], config.schools[school.id]))
             tokens[school.id] = (await auth.create_token(gateway, school.id, "dep", "проверка нагрузки"))[1]
         serve = await start_worker(0, region.root, folder, {}, command="serve", verbose=True)
+        stack.push_async_callback(reap, serve)  # should anything below fail
         await serve.started(within=300)
         setup = time.monotonic() - began
         print(f"[{backend}] {schools} schools ready in {setup:.0f} s; zvonok serve on port {port}", flush=True)
@@ -273,6 +274,12 @@ async def run(backend: str, schools: int, minutes: float, rate: float, seed: int
         and result["seconds"]["final_after_last_post"] is not None
     )
     return result
+
+
+async def reap(process: Worker) -> None:
+    if process.process.returncode is None:
+        process.kill()
+        await process.stop()
 
 
 async def wait_final(gateway: Gateway, last_post: float) -> tuple[float | None, dict[str, int]]:
