@@ -83,6 +83,15 @@ async def pg_schemas() -> AsyncIterator[PgSchemas]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchemas) -> str:
+    """The URL of a fresh database of each backend (a SQLite file, a new PostgreSQL schema), for a whole gateway."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'z.db'}"
+    _, url = await pg_schemas.new()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchemas) -> AsyncIterator[Store]:
     """A fresh, empty store of each backend: the store contract tests run once per backend."""
     s: Store

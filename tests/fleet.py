@@ -28,7 +28,8 @@ import yaml
 from adapters.emulators.max import MaxEmulator
 from adapters.emulators.smtp import SmtpEmulator
 from adapters.emulators.vk import VkEmulator
-from gateway.domain import AnnouncementRequest, Audience, Group, Kind
+from gateway.domain import AnnouncementRequest
+from tests.region import closure
 
 LETTERS = "АБВГДЕЖЗИКЛМНОПРСТУФХЦЧШЩЭЮЯ"  # 28 letters x 11 parallels = 308 class names
 VK_PEER_OFFSET = 2_000_000_000
@@ -192,16 +193,8 @@ def populate(specs: list[SchoolSpec], max_api: MaxEmulator, vk_api: VkEmulator) 
 
 
 def announcement(spec: SchoolSpec, key: str = "fleet") -> AnnouncementRequest:
-    return AnnouncementRequest(
-        school_id=spec.id,
-        author="dir",
-        kind=Kind.FORCE_MAJEURE,
-        title="Актированный день",
-        text="Из-за мороза занятия 1–11 классов отменены. Дистанционные задания — в «Моей школе».",
-        audience=Audience(frozenset({Group.PARENTS, Group.STUDENTS})),
-        idempotency_key=key,
-        reason="мороз −35 °C",
-    )
+    """The school's whole-school force majeure (tests/region.py `closure`)."""
+    return closure(spec.id, key)
 
 
 @dataclass

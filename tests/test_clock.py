@@ -52,14 +52,6 @@ MON, TUE = date(2026, 11, 23), date(2026, 11, 24)
 FRI, SAT, NEXT_MON = date(2026, 11, 27), date(2026, 11, 28), date(2026, 11, 30)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchemas) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'z.db'}"
-    _, url = await pg_schemas.new()
-    return url
-
-
 @pytest.fixture
 async def world(tmp_path: Path, clock: ManualClock) -> AsyncIterator[World]:
     async with running_world(tmp_path, clock) as w:

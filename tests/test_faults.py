@@ -44,7 +44,6 @@ from gateway.config import load_config
 from gateway.domain import Status
 from gateway.reports import render_text
 from gateway.roster import parse_roster
-from tests.conftest import PgSchemas
 from tests.data import write_config
 from tests.world import MAX_TOKEN, VK_TOKEN, World
 
@@ -244,14 +243,6 @@ async def ride_out(
             return ran
         clock.set(max(due, clock.now() + timedelta(seconds=step)))
     raise AssertionError(f"still not done after {rounds} rounds")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchemas) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'z.db'}"
-    _, url = await pg_schemas.new()
-    return url
 
 
 def every_chat_once() -> dict[str, int]:
