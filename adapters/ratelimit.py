@@ -31,7 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from adapters.base import TransientError
 
@@ -39,6 +39,18 @@ log = logging.getLogger(__name__)
 
 _EPSILON = 1e-9
 MIN_TOLERANCE = 0.010  # ReservingBucket: at high rates half an interval is shorter than a database round trip
+
+
+class Reservation(NamedTuple):
+    """A run of permits booked from a shared schedule (`ReservingBucket`'s `reserve`)."""
+
+    start: float
+    """Seconds from the schedule's "now" to the first permit (negative: already due)."""
+    sent: float
+    answered: float
+    """Moments on the bucket's clock (time.monotonic) just before the booking statement went out and just after
+    its answer came: the schedule's "now" lies between them. Time spent queueing for the connection before the
+    statement is not part of it, so it does not widen the window."""
 
 
 class Limiter(Protocol):
@@ -101,15 +113,16 @@ class TokenBucket:
 class ReservingBucket:
     """A token's limiter whose schedule is kept outside the process and shared by several processes.
 
-    `reserve(n)` books the next n permits of the shared schedule in one round trip and answers when the first
-    of them is, in seconds from the schedule's "now" (negative: already due); the n permits follow 1/rate
-    apart. The bucket paces its callers through them, first come first served. It books only when the permits
-    it has are used up, and only as many as callers are waiting (at most `batch`, by default a quarter
-    second's worth), so an idle process books nothing and a busy one holds at most `batch` permits ahead:
-    processes sharing the token take turns a batch at a time.
+    `reserve(n)` books the next n permits of the shared schedule in one round trip and answers a `Reservation`:
+    when the first of them is, in seconds from the schedule's "now" (negative: already due), and the moments
+    the statement went out and its answer came; the n permits follow 1/rate apart. The bucket paces its
+    callers through them, first come first served. It books only when the permits it has are used up, and
+    only as many as callers are waiting (at most `batch`, by default a quarter second's worth), so an idle
+    process books nothing and a busy one holds at most `batch` permits ahead: processes sharing the token take
+    turns a batch at a time.
 
-    Timing. The schedule's "now" lies somewhere within the round trip, so a permit's moment is known only
-    within it: the bucket sends at the latest possible moment, and only while that is within `tolerance`
+    Timing. The schedule's "now" lies somewhere within the statement's round trip, so a permit's moment is known
+    only within it: the bucket sends at the latest possible moment, and only while that is within `tolerance`
     (default half an interval, 1/(2 rate), and at least 10 ms) of the earliest possible one. A permit whose
     caller wakes up later than that (the event loop was busy, the round trip was slow) is void and another is
     booked: a late request would crowd the next one. So every request starts within `tolerance` after its
@@ -120,9 +133,12 @@ class ReservingBucket:
     time can still arrive bunched, and the provider counts arrivals. With up to D seconds of such delay, at
     most ⌊rate x (1 + tolerance + D)⌋ + 1 arrive within one second: under MAX's 30 while D < 134 ms at 26 per
     second (at 28, the one-process default, only while D < 53 ms), under VK's 20 while D < 83 ms. Void
-    permits cost throughput, never the limit. (tests/test_workers.py once met a 429 at 28 per second: the MAX
-    emulator then ran in the test's own process, whose pauses bunched the arrivals it counted; it now runs in a
-    process of its own.)
+    permits cost throughput, never the limit, and they never run the schedule ahead: after a booking whose
+    round trip was too slow to place it, the bucket books again only once the void run's moments have passed,
+    so the schedule's "next free" cannot move on faster than the clock (booking again at once would push it a
+    batch on per round trip; with a busy event loop the schedules ran minutes ahead and nothing was sent).
+    (tests/test_workers.py once met a 429 at 28 per second: the MAX emulator then ran in the test's own
+    process, whose pauses bunched the arrivals it counted; it now runs in a process of its own.)
 
     `penalize` holds this process's callers at once and, through `hold(seconds)`, every process's next
     reservation (permits another process booked before stay booked: at most one batch). When the schedule
@@ -132,7 +148,7 @@ class ReservingBucket:
     def __init__(
         self,
         rate: float,
-        reserve: Callable[[int], Awaitable[float]],
+        reserve: Callable[[int], Awaitable[Reservation]],
         hold: Callable[[float], Awaitable[None]],
         *,
         batch: int | None = None,
@@ -155,6 +171,7 @@ class ReservingBucket:
         self._waiting = 0
         self._lock = asyncio.Lock()
         self._paused_until = 0.0
+        self._void_until = 0.0  # no booking before the void run booked last has passed
         self._holds: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> None:
@@ -179,6 +196,9 @@ class ReservingBucket:
                 self._permits.popleft()  # too late to use
                 self.voided += 1
             if not self._permits:
+                if now < self._void_until:
+                    await self._sleep(self._void_until - now)
+                    continue
                 await self._book()
                 continue
             earliest, latest = self._permits.popleft()
@@ -196,9 +216,8 @@ class ReservingBucket:
         if self._holds:  # a pause this process asked for is in the schedule before we book after it
             await asyncio.gather(*self._holds, return_exceptions=True)
         count = min(self.batch, 1 + self._waiting)
-        sent = self._clock()
         try:
-            start = await self._reserve(count)
+            start, sent, answered = await self._reserve(count)
         except Exception as exc:
             log.warning("rate limit: the shared schedule is unreachable (%s)", type(exc).__name__)
             raise TransientError(
@@ -206,10 +225,10 @@ class ReservingBucket:
                 code="ratelimit:unavailable",
                 retry_after=5.0,
             ) from exc
-        answered = self._clock()
         self.reservations += 1
         if answered - sent > self.tolerance:  # the schedule's "now" is too uncertain to place these permits
             self.voided += count
+            self._void_until = answered + start + count / self.rate
             log.info("rate limit: a reservation took %.0f ms; its %d permits are void", 1000 * (answered - sent), count)
             return
         for i in range(count):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from adapters.base import Channel, Message
-from adapters.ratelimit import Limiter, RateLimiters, ReservingBucket
+from adapters.ratelimit import Limiter, RateLimiters, Reservation, ReservingBucket
 from gateway import forwarding
 from gateway.chats import CheckResult, check_chats, effective_school
 from gateway.clock import Clock, SystemClock
@@ -346,8 +346,8 @@ def rate_limiters(store: Store | None) -> RateLimiters:
     shared = store
 
     def bucket(key: str, rate: float, burst: int) -> Limiter:
-        async def reserve(count: int) -> float:
-            return await shared.reserve_permits(key, count, rate, burst)
+        async def reserve(count: int) -> Reservation:
+            return Reservation(*await shared.reserve_permits(key, count, rate, burst))
 
         async def hold(seconds: float) -> None:
             await shared.hold_permits(key, seconds)

@@ -7,6 +7,8 @@ process, as in test_store.py; tests/test_workers.py runs real `zvonok worker` pr
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -19,7 +21,7 @@ import pytest
 
 from adapters.base import TransientError
 from adapters.emulators.smtp import SmtpEmulator
-from adapters.ratelimit import Limiter, RateLimiters, ReservingBucket, TokenBucket
+from adapters.ratelimit import Limiter, RateLimiters, Reservation, ReservingBucket, TokenBucket
 from gateway.app import Gateway, rate_limiters
 from gateway.clock import ManualClock, SystemClock
 from gateway.config import load_config
@@ -339,6 +341,104 @@ async def test_a_stopped_dispatcher_finishes_its_batch_and_claims_no_more(tmp_pa
         assert progress[Status.PENDING] == 8  # the rest was never claimed: free for the other processes
 
 
+async def _schedule_lead(url: str, key: str) -> float:
+    """How far the shared schedule of `key` runs ahead of the database's now, in seconds."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT extract(epoch FROM next_free - clock_timestamp())::float8 FROM rate_buckets WHERE key = %s", (key,)
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+async def test_pg_a_reservation_times_its_own_statement_not_the_wait_for_the_connection(
+    pg_stores: list[PostgresStore],
+) -> None:
+    """Reservations of many tokens queue for the store's one bucket connection; each answers the moments its own
+    statement went out and came back, so the windows, one after another on that connection, never overlap. (A
+    window that included the queue would be as wide as the whole queue ahead of it, and void its permits.)"""
+    store = pg_stores[0]
+    windows = sorted(
+        (sent, answered)
+        for _, sent, answered in await asyncio.gather(
+            *(store.reserve_permits(f"queued-{i}", 5, 26.0) for i in range(50))
+        )
+    )
+    assert all(sent <= answered for sent, answered in windows)
+    assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(windows))
+
+
+async def test_pg_many_tokens_on_a_busy_loop_keep_sending_and_keep_pace(
+    pg_stores: list[PostgresStore], pg_url: str
+) -> None:
+    """A region's worth of tokens books through one store connection, so reservations queue for it, and the
+    event loop is busy 30 ms of every 35 besides (a worker rendering, parsing and sending). Permits a late
+    wake-up cannot place are void, but the tokens keep sending and no schedule runs ahead of the clock. (Timing
+    the wait for the connection as part of the booking and booking again at once after a void one used a tenth
+    of the permits here, and with the loop busier none at all: the schedules ran minutes ahead.)"""
+    store, tokens, callers, rate, seconds = pg_stores[0], 32, 30, 26.0, 4.0
+    limiters = rate_limiters(store)
+    buckets = [limiters.for_token(f"token-{i}", rate) for i in range(tokens)]
+    used = 0
+    until = time.monotonic() + seconds
+
+    async def caller(bucket: Limiter) -> None:
+        nonlocal used
+        while time.monotonic() < until:
+            await bucket.acquire()
+            used += 1
+
+    async def busy_loop() -> None:
+        while True:
+            busy_until = time.monotonic() + 0.030
+            while time.monotonic() < busy_until:
+                pass
+            await asyncio.sleep(0.005)
+
+    hog = asyncio.create_task(busy_loop())
+    try:
+        await asyncio.wait_for(asyncio.gather(*(caller(b) for b in buckets for _ in range(callers))), timeout=30)
+    finally:
+        hog.cancel()
+    assert used >= 0.4 * tokens * rate * seconds  # measured: ~0.75 (and ~0.1 before the fix)
+    leads = [await _schedule_lead(pg_url, hashlib.sha256(f"token-{i}".encode()).hexdigest()) for i in range(tokens)]
+    assert max(leads) < 1.0
+
+
+async def test_pg_a_booking_too_slow_to_place_does_not_run_the_schedule_ahead(
+    pg_stores: list[PostgresStore], pg_url: str
+) -> None:
+    """When every booking's round trip is too slow to place its permits (a database far away or overloaded),
+    they are void; the bucket books again only once the void run has passed, so the schedule keeps pace with
+    the clock and the token is free again as soon as the database answers quickly."""
+    store, slow = pg_stores[0], [True]
+
+    async def reserve(count: int) -> Reservation:
+        start, sent, answered = await store.reserve_permits("slow-token", count, 20.0)
+        if slow[0]:
+            await asyncio.sleep(0.05)  # the answer took 50 ms more: beyond the 25 ms tolerance at 20/s
+            answered = time.monotonic()
+        return Reservation(start, sent, answered)
+
+    async def hold(seconds: float) -> None:
+        await store.hold_permits("slow-token", seconds)
+
+    bucket = ReservingBucket(20.0, reserve, hold)  # books 5 permits (a quarter second) at a time
+    trying = asyncio.gather(*(bucket.acquire() for _ in range(5)))
+    try:
+        await asyncio.sleep(2.0)
+        # Every booking was void (the first, made before the other callers queued, was of one permit).
+        assert not trying.done() and bucket.voided == 1 + 5 * (bucket.reservations - 1)
+        # Booking again at once would have made ~40 bookings and run the schedule ~8 s ahead.
+        assert 2 <= bucket.reservations <= 2.0 / 0.25 + 1
+        assert await _schedule_lead(pg_url, "slow-token") <= 0.25 + 0.01
+        slow[0] = False
+        await asyncio.wait_for(trying, timeout=2.0)
+    finally:
+        trying.cancel()
+
+
 async def test_pg_a_permit_used_late_is_void_and_another_is_booked(pg_stores: list[PostgresStore]) -> None:
     """A process whose event loop stalls past its permit's moment must not send then: it would crowd the next
     second of the shared schedule. It books another permit instead."""
@@ -348,8 +448,8 @@ async def test_pg_a_permit_used_late_is_void_and_another_is_booked(pg_stores: li
     async def sleep(seconds: float) -> None:
         await asyncio.sleep(seconds + (stalls.pop() if stalls else 0.0))
 
-    async def reserve(count: int) -> float:
-        return await store.reserve_permits("stall-token", count, 10.0)
+    async def reserve(count: int) -> Reservation:
+        return Reservation(*await store.reserve_permits("stall-token", count, 10.0))
 
     async def hold(seconds: float) -> None:
         await store.hold_permits("stall-token", seconds)

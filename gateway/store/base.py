@@ -278,11 +278,12 @@ class Store(ABC):
     """True when several processes send through this store at once, so it keeps the providers' rate limits
     (`reserve_permits`, `hold_permits`); False when one process sends and paces itself (SQLite)."""
 
-    async def reserve_permits(self, key: str, count: int, rate: float, burst: int = 1) -> float:
+    async def reserve_permits(self, key: str, count: int, rate: float, burst: int = 1) -> tuple[float, float, float]:
         """Reserve the next `count` permits of the credential `key` (a token's hash, never the token) at `rate`
-        permits per second: the seconds from now until the first of them; the others follow 1/rate apart.
-        `burst` lets an idle credential start up to (burst - 1)/rate in the past. Only where `shares_rate_limits`.
-        """
+        permits per second: the seconds from the store's now until the first of them (the others follow 1/rate
+        apart), and the time.monotonic() moments the booking went out and was answered, between which the
+        store's now lies. `burst` lets an idle credential start up to (burst - 1)/rate in the past. Only where
+        `shares_rate_limits`."""
         raise NotImplementedError(f"{type(self).__name__} keeps no shared rate limits")
 
     async def hold_permits(self, key: str, seconds: float) -> None:

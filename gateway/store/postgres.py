@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from importlib import resources
@@ -233,23 +234,28 @@ class PostgresStore(Store):
 
     shares_rate_limits = True
 
-    async def reserve_permits(self, key: str, count: int, rate: float, burst: int = 1) -> float:
+    async def reserve_permits(self, key: str, count: int, rate: float, burst: int = 1) -> tuple[float, float, float]:
         """One statement: the bucket's `next_free` moves `count`/`rate` seconds on from itself, or from now when
-        it lies in the past (an idle credential; with a burst, from up to (burst - 1)/rate before now); the
-        answer is where the reserved run starts, in seconds from the database's now (negative within a burst).
+        it lies in the past (an idle credential; with a burst, from up to (burst - 1)/rate before now). Answers
+        where the reserved run starts, in seconds from the database's now (negative within a burst), and the
+        time.monotonic() moments just before the statement went out and just after its answer came.
         Concurrent reservations queue on the row, so no two get the same permit."""
         if count < 1 or rate <= 0 or burst < 1:
             raise ValueError("count and burst must be at least 1, rate positive")
-        rows = await self._buckets(_RESERVE_PERMITS, {"key": key, "span": count / rate, "slack": (burst - 1) / rate})
-        return float(rows[0][0])
+        rows, sent, answered = await self._buckets(
+            _RESERVE_PERMITS, {"key": key, "span": count / rate, "slack": (burst - 1) / rate}
+        )
+        return float(rows[0][0]), sent, answered
 
     async def hold_permits(self, key: str, seconds: float) -> None:
         await self._buckets(_HOLD_PERMITS, {"key": key, "seconds": max(0.0, seconds)})
 
-    async def _buckets(self, query: str, params: dict[str, Any]) -> list[TupleRow]:
-        """One statement on the store's own connection for the rate buckets (made anew after a failure): a
-        reservation's round trip is part of the pacing error, so it never queues for a pooled connection behind
-        claims and finishes. The table is UNLOGGED, so the commit waits for no disk either."""
+    async def _buckets(self, query: str, params: dict[str, Any]) -> tuple[list[TupleRow], float, float]:
+        """One statement on the store's own connection for the rate buckets (made anew after a failure), and
+        the time.monotonic() moments it went out and was answered. Its round trip is part of the pacing error,
+        so it never queues for a pooled connection behind claims and finishes; the moments are taken once this
+        connection is ours, so the wait for it (other tokens' reservations) is not. The table is UNLOGGED, so the
+        commit waits for no disk either."""
         async with self._bucket_lock:
             if self._closed:
                 raise psycopg.OperationalError("the store is closed")
@@ -257,8 +263,10 @@ class PostgresStore(Store):
             if conn is None or conn.closed:
                 conn = self._bucket_conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
             try:
+                sent = time.monotonic()
                 cur = await conn.execute(query, params)
-                return await cur.fetchall()
+                rows = await cur.fetchall()
+                return rows, sent, time.monotonic()
             except psycopg.Error:
                 self._bucket_conn = None
                 await conn.close()
