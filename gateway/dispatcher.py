@@ -1,6 +1,7 @@
 """Sending what is due: claim deliveries under a lease, send them through their channel, record the outcomes.
 
-One lane per channel, so a slow channel (MAX at 30 requests/s) never holds up a fast one (e-mail). A lane
+Lanes per channel, each running on its own, so a slow channel (MAX at 30 requests/s) never holds up a fast one
+(e-mail): one for e-mail, `accounts_in_parallel` for each messenger (whose limits are per bot token). A lane
 claims a batch of its channel's due deliveries, sends them in chunks (each chunk's outcomes are committed as
 soon as the chunk is done, which bounds what a crash can make us resend), and claims again until nothing is
 due.
@@ -21,9 +22,9 @@ A delivery whose lease ran out (its sender died mid-send) comes back `maybe_sent
 sender that is alive keeps its leases while it sends (a heartbeat every third of a lease), however slow the
 send: several processes sharing a token's rate make each of them slower.
 
-Between rounds the dispatcher sleeps until the next due time, a wake-up in the process (an announcement posted
-here, a window opening) or a commit in another process (`Store.wait_for_work`: PostgreSQL's LISTEN/NOTIFY);
-the poll (`poll_seconds`) is the fallback.
+When nothing is due, a lane sleeps until its channel's next due time, a wake-up in the process (an announcement
+posted here, a window opening) or a commit in another process (`Store.wait_for_work`: PostgreSQL's
+LISTEN/NOTIFY); the poll (`poll_seconds`) is the fallback.
 
 Windows are checked again at send time (`allowed`): a delivery due but outside its window — a retry that slipped
 past 19:00, or work found by a process that was down over the window — is deferred to the next opening without
@@ -104,15 +105,16 @@ class Dispatcher:
         self.settings = settings
         self.chunk_sizes = {"email": 16, "max": 30, "vk": 100, **(chunk_sizes or {})}
         self.rng = rng or random.Random()
-        self._wake = asyncio.Event()
+        self._kicks: set[asyncio.Event] = set()  # one per running lane: set to make it look for work now
         self._stop: asyncio.Event | None = None  # set: no new batch is claimed (run() is ending)
         self._announcements: dict[int, AnnouncementRecord] = {}
 
     # ------------------------------------------------------------------ running
 
     def wake(self) -> None:
-        """New work may be due (an announcement was committed, a window opened)."""
-        self._wake.set()
+        """New work may be due (an announcement was committed, a window opened): every lane looks."""
+        for kick in self._kicks:
+            kick.set()
 
     async def run_once(self) -> int:
         """Send everything due now, in every lane; returns how many deliveries were attempted."""
@@ -120,57 +122,78 @@ class Dispatcher:
         return sum(counts)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Keep sending until `stop` is set: drain, then sleep until the next due time, a wake-up (this process's
-        own, or another process's commit the store tells of: `Store.wait_for_work`) or the fallback poll.
+        """Keep sending until `stop` is set. Each lane runs on its own: it drains, then sleeps until its channel's
+        next due time, a wake-up (this process's own, or another process's commit the store tells of:
+        `Store.wait_for_work`) or the fallback poll; a lane still sending MAX's long queue keeps no other lane
+        (e-mail, VK, another school's MAX token) waiting.
 
         Once `stop` is set, the batches already claimed are sent and recorded, and no new one is claimed: a
         process told to stop (SIGTERM) ends within one batch, and leaves the rest to the others."""
         self._stop = stop
+        listener: asyncio.Task[None] | None = None
         try:
             await self.store.listen()  # before the first claim: whatever is committed after it wakes us
+            listener = asyncio.create_task(self._hear_other_processes())
+            lanes = []
+            for name in self.channels:
+                busy: set[str] = set()
+                claiming = asyncio.Lock()
+                lanes += [self._lane(name, busy, claiming, stop) for _ in range(self._claimers(name))]
+            await asyncio.gather(*lanes)
+        finally:
+            self._stop = None
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+
+    async def _lane(self, channel_name: str, busy: set[str], claiming: asyncio.Lock, stop: asyncio.Event) -> None:
+        """One claimer of a channel, until `stop`: send what is due, then wait for more."""
+        kick = asyncio.Event()
+        self._kicks.add(kick)
+        try:
             while not stop.is_set():
-                self._wake.clear()
+                kick.clear()  # a wake-up from here on is not slept through
                 delay = self.settings.poll_seconds
                 try:
-                    await self.run_once()
-                    due = await self.store.next_due()
+                    await self._claim_and_send(channel_name, busy, claiming)
+                    # what the other claimers of this lane are sending is theirs to look after
+                    due = await self.store.next_due(channels=(channel_name,), skip_accounts=sorted(busy))
                     if due is not None:
                         delay = min(delay, max(0.0, (due - self.clock.now()).total_seconds()))
                 except Exception:  # a store hiccup must not end the service; the work is still in the store
-                    log.exception("dispatch round failed; retrying")
-                await self._sleep(delay, stop)
+                    log.exception("dispatch failed in the %s lane; retrying", channel_name)
+                waiters = {asyncio.ensure_future(kick.wait()), asyncio.ensure_future(stop.wait())}
+                _, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
         finally:
-            self._stop = None
+            self._kicks.discard(kick)
 
-    async def _sleep(self, delay: float, stop: asyncio.Event) -> None:
-        """Wait up to `delay` seconds for a wake-up, for work another process committed, or for `stop`."""
-
-        async def other_processes() -> None:
+    async def _hear_other_processes(self) -> None:
+        """Wake every lane when another process commits work (PostgreSQL's LISTEN/NOTIFY; SQLite hears nothing
+        and the lanes' poll finds it). Runs until cancelled."""
+        while True:
             try:
-                await self.store.wait_for_work(delay)
-            except Exception as exc:  # e.g. the database is unreachable: the plain poll still runs
+                if await self.store.wait_for_work(self.settings.poll_seconds):
+                    self.wake()
+            except Exception as exc:  # e.g. the database is unreachable: the lanes' poll still runs
                 log.warning("waiting for new work failed (%s); polling instead", type(exc).__name__)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self.settings.poll_seconds)
 
-        waiters = {
-            asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(other_processes()),
-        }
-        _, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+    def _claimers(self, channel_name: str) -> int:
+        """A messenger's limits are per account (bot token): its lane claims for up to `accounts_in_parallel`
+        accounts at once, each claim skipping the accounts already being sent for here, so one school's long
+        queue (600 chats take 21 s at MAX's 28 per second) never holds up the others'. E-mail goes to one SMTP
+        server through one pool: one claimer."""
+        return 1 if channel_name == EMAIL else self.settings.accounts_in_parallel
 
     async def _drain(self, channel_name: str) -> int:
-        """Send the channel's due deliveries. A messenger's limits are per account (bot token): its lane claims
-        for up to `accounts_in_parallel` accounts at once, each claim skipping the accounts already being sent
-        for here, so one school's long queue (600 chats take 21 s at MAX's 28 per second) never holds up the
-        others'. E-mail goes to one SMTP server through one pool: one claimer."""
-        lanes = 1 if channel_name == EMAIL else self.settings.accounts_in_parallel
+        """Send the channel's due deliveries, with all its claimers, until nothing is due."""
         busy: set[str] = set()
         claiming = asyncio.Lock()
-        counts = await asyncio.gather(*(self._claim_and_send(channel_name, busy, claiming) for _ in range(lanes)))
+        claimers = range(self._claimers(channel_name))
+        counts = await asyncio.gather(*(self._claim_and_send(channel_name, busy, claiming) for _ in claimers))
         return sum(counts)
 
     async def _claim_and_send(self, channel_name: str, busy: set[str], claiming: asyncio.Lock) -> int:

@@ -1,5 +1,6 @@
 """One school's long queue must not hold up another school's chats: the dispatcher sends for several bot tokens at
-once (gateway/dispatcher.py `_drain`), each claim skipping the accounts already being sent for."""
+once (gateway/dispatcher.py `_claimers`), each claim skipping the accounts already being sent for. And one
+channel's slow sends must not hold up another channel: every lane runs on its own (`Dispatcher.run`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 
 from adapters.emulators.max import MaxEmulator
 from gateway.app import Gateway
+from gateway.clock import ManualClock
 from gateway.config import load_config
-from gateway.domain import Status
+from gateway.domain import EMAIL, Status
 from tests.fleet import SchoolSpec, announcement, write_config
+from tests.world import World, running_world
 
 LARGE = SchoolSpec("big", 1, "max", "max-token-big", classes=30, letters=0)  # 60 chats: ~2 s at 28 per second
 SMALL = SchoolSpec("small", 2, "max", "max-token-small", classes=1, letters=0)  # 2 chats
@@ -56,3 +59,38 @@ async def test_a_small_school_is_not_queued_behind_a_large_one(tmp_path: Path) -
 async def test_with_one_account_at_a_time_the_queue_goes_in_order(tmp_path: Path) -> None:
     # The behaviour without parallel claims (and the proof that the test above can fail): the small school waits.
     assert await large_school_messages_before_the_small_ones(tmp_path, accounts_in_parallel=1) == 60
+
+
+async def letters_arrived(world: World, count: int, *, seconds: float) -> None:
+    for _ in range(int(seconds / 0.01)):  # the SMTP emulator has no hook for this: look every 10 ms
+        if len(world.smtp.messages) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(world.smtp.messages)} letters of {count} after {seconds} s")
+
+
+async def test_letters_posted_while_a_max_send_hangs_go_out_at_once(tmp_path: Path, clock: ManualClock) -> None:
+    """The MAX lane is stuck in a slow send (the provider takes 8 s to answer); an announcement posted meanwhile
+    has its letters sent at once, not after the MAX lane is done (as when one round waited for every lane)."""
+    async with running_world(tmp_path, clock) as world:
+        world.max.delay_next(1, 8.0, chat_id=-501)  # 5А parents' chat
+        stop = asyncio.Event()
+        running = asyncio.create_task(world.gateway.dispatcher.run(stop))
+        try:
+            first = await world.post()
+            letters = sum(d.channel == EMAIL for d in await world.gateway.store.deliveries(first))
+            assert letters > 0
+            await letters_arrived(world, letters, seconds=5)
+            second = await world.post(title="Ещё одно объявление")
+            await letters_arrived(world, 2 * letters, seconds=5)
+            # the second announcement's letters are all out, and the first one's MAX message is still on its way
+            assert {d.status for d in await world.gateway.store.deliveries(first) if d.target == "-501"} == {
+                Status.SENDING
+            }
+            assert {d.status for d in await world.gateway.store.deliveries(second) if d.channel == EMAIL} == {
+                Status.DELIVERED
+            }
+        finally:
+            stop.set()
+            await running
+        assert await world.gateway.store.progress(first) == {Status.DELIVERED: letters + 2}

@@ -413,8 +413,9 @@ class Store(ABC):
         """Open deliveries already due, per (channel, account): the queue a new announcement waits behind."""
 
     @abstractmethod
-    async def next_due(self) -> datetime | None:
-        """When the earliest open delivery becomes due (or its lease runs out); None when nothing is open."""
+    async def next_due(self, *, channels: Sequence[str] = (), skip_accounts: Sequence[str] = ()) -> datetime | None:
+        """When the earliest open delivery becomes due (or its lease runs out); None when nothing is open. Only
+        of these channels (all if none named), and of none of the accounts in `skip_accounts`, as in `claim`."""
 
     # --- reading
 

@@ -701,8 +701,8 @@ class PostgresStore(Store):
         rows = await self._all(_BACKLOG, (require_aware(now),))
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
-    async def next_due(self) -> datetime | None:
-        rows = await self._all(_NEXT_DUE)
+    async def next_due(self, *, channels: Sequence[str] = (), skip_accounts: Sequence[str] = ()) -> datetime | None:
+        rows = await self._all(_NEXT_DUE, {"channels": list(channels) or None, "skip": list(skip_accounts)})
         when: datetime | None = rows[0][0]
         return when
 
@@ -1284,7 +1284,9 @@ GROUP BY channel, account"""
 
 _NEXT_DUE = f"""
 SELECT min(CASE WHEN status = 'sending' THEN lease_until ELSE not_before END)
-FROM deliveries WHERE status IN {_OPEN}"""
+FROM deliveries WHERE status IN {_OPEN}
+  AND (%(channels)s::text[] IS NULL OR channel = ANY (%(channels)s::text[]))
+  AND NOT (account = ANY (%(skip)s::text[]))"""
 
 _DELIVERIES = """
 SELECT id, channel, target, class_name, chat_kind, recipient_name, note, status, attempts,

@@ -52,6 +52,14 @@ _OPEN = "('pending', 'sending', 'temporary_failure', 'unknown')"
 TICKS_KEPT = timedelta(days=2)  # a periodic job's tick rows are kept this long (claim_tick purges older ones)
 
 
+def _only(channels: Sequence[str], skip_accounts: Sequence[str]) -> str:
+    """The WHERE terms (with their placeholders: the channels, then the accounts) of `claim` and `next_due`."""
+    only = f"AND channel IN ({', '.join('?' * len(channels))})" if channels else ""
+    if skip_accounts:
+        only += f" AND account NOT IN ({', '.join('?' * len(skip_accounts))})"
+    return only
+
+
 def ts(when: datetime) -> str:
     """A UTC timestamp as fixed-width text, so that text order is time order."""
     if when.tzinfo is None:
@@ -478,9 +486,7 @@ class SqliteStore(Store):
     ) -> list[Claimed]:
         stamp = ts(now)
         until = ts(now + timedelta(seconds=lease_seconds))
-        only = f"AND channel IN ({', '.join('?' * len(channels))})" if channels else ""
-        if skip_accounts:
-            only += f" AND account NOT IN ({', '.join('?' * len(skip_accounts))})"
+        only = _only(channels, skip_accounts)
 
         def tx(conn: sqlite3.Connection) -> list[Claimed]:
             claimable = f"status IN {_OPEN} AND (lease_until IS NULL OR lease_until <= ?)"
@@ -712,11 +718,14 @@ class SqliteStore(Store):
 
         return await self._read(read)
 
-    async def next_due(self) -> datetime | None:
+    async def next_due(self, *, channels: Sequence[str] = (), skip_accounts: Sequence[str] = ()) -> datetime | None:
+        only = _only(channels, skip_accounts)
+
         def read(conn: sqlite3.Connection) -> datetime | None:
             row = conn.execute(
                 f"""SELECT MIN(CASE WHEN status = 'sending' THEN lease_until ELSE not_before END)
-                    FROM deliveries WHERE status IN {_OPEN}"""
+                    FROM deliveries WHERE status IN {_OPEN} {only}""",
+                (*channels, *skip_accounts),
             ).fetchone()
             return _opt_ts(row[0])
 
