@@ -20,7 +20,11 @@ What an outcome does to a delivery (the adapter's error class decides):
 
 A delivery whose lease ran out (its sender died mid-send) comes back `maybe_sent`, and is reconciled first. A
 sender that is alive keeps its leases while it sends (a heartbeat every third of a lease), however slow the
-send: several processes sharing a token's rate make each of them slower.
+send: several processes sharing a token's rate make each of them slower. A lease can still run out under a live
+sender: the wall clock stepped forward (NTP) past it before the next heartbeat, or the heartbeats could not
+reach the database. So a delivery taken over while `sending` is reconciled only one lease later (counting no
+attempt): by then its first sender has finished the batch, and what it sent is there to be found, where a look
+at once would miss a request still on the wire and post the message again.
 
 When nothing is due, a lane sleeps until its channel's next due time, a wake-up in the process (an announcement
 posted here, a window opening) or a commit in another process (`Store.wait_for_work`: PostgreSQL's
@@ -250,6 +254,13 @@ class Dispatcher:
                 results.append(Result(c.id, c.lease_token, waiting, started, "deferred", retry_at=opens))
             else:
                 groups.setdefault(c.bundle if c.bundle is not None else -c.id, []).append(c)
+        settled = started + timedelta(seconds=self.settings.lease_seconds)
+        for key, group in list(groups.items()):
+            if any(c.taken_over for c in group):  # its sender may still be sending it: look once it must be done
+                del groups[key]
+                results.extend(
+                    Result(c.id, c.lease_token, Status.UNKNOWN, started, "deferred", retry_at=settled) for c in group
+                )
         members = list(groups.values())
         messages = [self.render(group, announcements) for group in members]
         outcomes: list[Outcome | None] = [None] * len(members)

@@ -65,6 +65,7 @@ class Claimed:
     bundle: int | None = None  # deliveries claimed as one message share the leader's id
     addendum: str = ""  # the class teacher's note, for a forwarded delivery
     note: str = ""  # why the delivery exists (planner.Note): "escalation" letters are rendered differently
+    taken_over: bool = False  # it was being sent and its lease ran out: its sender may still be at work
 
 
 @dataclass(frozen=True, slots=True)

@@ -643,6 +643,7 @@ class PostgresStore(Store):
                 bundle=r[12],
                 addendum=r[13],
                 note=r[14],
+                taken_over=r[15],
             )
             for r in rows
         ]
@@ -1147,7 +1148,7 @@ FROM due
 WHERE d.id = due.id
 RETURNING d.id, d.announcement_id, d.channel, d.account, d.target, d.class_name, d.chat_kind, d.recipient_name,
           d.attempts, due.previous IN ('sending', 'unknown'), d.lease_token, d.not_before, d.bundle, d.addendum,
-          d.note"""
+          d.note, due.previous = 'sending'"""
 
 # Due deliveries, oldest first, that no other transaction is claiming right now (SKIP LOCKED), all in one
 # statement: claim when no held chat delivery is due.

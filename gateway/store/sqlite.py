@@ -547,6 +547,7 @@ class SqliteStore(Store):
                         bundle=bundle,
                         addendum=r["addendum"],
                         note=r["note"],
+                        taken_over=r["status"] == "sending",
                     )
                 )
             return claimed
