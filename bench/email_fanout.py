@@ -11,8 +11,9 @@ own process so that it does not share the client's event loop):
   as many `mailto://` URLs as our pool has connections, notified at once (each URL is one SMTP connection
   with one message per recipient, which is what Apprise does with several `to=`), and — measured too — one
   URL with all recipients.
-- **raw**: the floor — a pool of 4 aiosmtplib connections sending one prebuilt message to each recipient,
-  with no rendering, no store and no bookkeeping.
+- **raw**: the floor — a pool of 4 aiosmtplib connections sending the very letters the gateway sent (byte for
+  byte, as the server received them: the server's work per letter is the same), with no rendering, no store
+  and no bookkeeping.
 
 Reported: seconds, letters/s, the ratios (Apprise time / zvonok time, target ≥ 20; raw time / zvonok time,
 target ≥ 0.7), peak RSS of the gateway's process, and that the server received exactly one letter per
@@ -36,7 +37,6 @@ import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ BODY = "Уважаемые родители! В пятницу уроки сок
 
 SERVER = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, json, sys
     from adapters.emulators.smtp import SmtpEmulator
 
     async def main():
@@ -71,6 +71,12 @@ SERVER = textwrap.dedent(
                         for rcpt in mail.recipients:
                             counts[rcpt] = counts.get(rcpt, 0) + 1
                     print(len(smtp.messages), len(counts), max(counts.values(), default=0), flush=True)
+                elif line.startswith("save "):  # what was received, for the raw blast to send again
+                    with open(line[5:], "w", encoding="ascii") as out:
+                        for mail in smtp.messages:
+                            out.write(json.dumps([mail.sender, list(mail.recipients), mail.data.decode("ascii")]))
+                            out.write("\\n")
+                    print("ok", flush=True)
                 elif line == "clear":
                     smtp.clear()
                     print("ok", flush=True)
@@ -198,18 +204,39 @@ def apprise_send(n: int, server: Server, urls: int) -> float:
     return time.perf_counter() - started
 
 
+def apprise_per_letter(n: int, server: Server) -> float:
+    """The way a script looping over the guardians would use Apprise: one notify() per letter (Apprise opens an
+    SMTP connection for each)."""
+    import apprise
+
+    started = time.perf_counter()
+    for address in recipients(n):
+        notifier = apprise.Apprise()
+        notifier.add(f"mailto://127.0.0.1:{server.port}?mode=insecure&from=noreply@school.example&to={address}")
+        if not notifier.notify(title=SUBJECT, body=BODY):
+            raise RuntimeError(f"Apprise reported a failure for {address}")
+    return time.perf_counter() - started
+
+
 # ---------------------------------------------------------------------------------------------------- raw
 
 
-async def raw(n: int, server: Server) -> float:
-    message = EmailMessage()
-    message["From"] = "noreply@school.example"
-    message["Subject"] = SUBJECT
-    message.set_content(BODY)
-    data = message.as_bytes()
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for address in recipients(n):
-        queue.put_nowait(address)
+Letter = tuple[str, list[str], bytes]
+
+
+def received_letters(server: Server) -> list[Letter]:
+    """The letters the server received last (the gateway's, byte for byte), for the raw blast to send again."""
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as dump:
+        assert server.ask(f"save {dump.name}") == "ok"
+        rows = [json.loads(line) for line in Path(dump.name).read_text(encoding="ascii").splitlines()]
+    return [(sender, recipients, data.encode("ascii")) for sender, recipients, data in rows]
+
+
+async def raw(letters: list[Letter], server: Server) -> float:
+    """The same letters, byte for byte, over a pool of plain aiosmtplib connections: no rendering, no store."""
+    queue: asyncio.Queue[Letter] = asyncio.Queue()
+    for letter in letters:
+        queue.put_nowait(letter)
     started = time.perf_counter()
 
     async def worker() -> None:
@@ -217,8 +244,8 @@ async def raw(n: int, server: Server) -> float:
         await smtp.connect()
         try:
             while not queue.empty():
-                address = queue.get_nowait()
-                await smtp.sendmail("noreply@school.example", [address], data)
+                sender, to, data = queue.get_nowait()
+                await smtp.sendmail(sender, to, data)
         finally:
             await smtp.quit()
 
@@ -241,17 +268,26 @@ def main(sizes: list[int], reps: int) -> dict[str, Any]:
     out: dict[str, Any] = {"benchmark": "email_fanout", "pool_connections": POOL, "sizes": {}}
     try:
         for n in sizes:
-            times: dict[str, list[float]] = {"zvonok": [], "apprise": [], "apprise_one_url": [], "raw": []}
+            times: dict[str, list[float]] = {
+                "zvonok": [],
+                "apprise": [],
+                "apprise_one_url": [],
+                "apprise_per_letter": [],
+                "raw": [],
+            }
             for _ in range(reps):
-                times["raw"].append(asyncio.run(raw(n, server)))
-                checked(server, n, "raw")
                 times["zvonok"].append(asyncio.run(zvonok(n, server)))
+                letters = received_letters(server)
                 checked(server, n, "zvonok")
+                times["raw"].append(asyncio.run(raw(letters, server)))
+                checked(server, n, "raw")
                 times["apprise"].append(apprise_send(n, server, POOL))
                 checked(server, n, "apprise")
             if n <= 1000:  # one connection for everything: slow, measured once on the small size
                 times["apprise_one_url"].append(apprise_send(n, server, 1))
                 checked(server, n, "apprise, one URL")
+                times["apprise_per_letter"].append(apprise_per_letter(n, server))
+                checked(server, n, "apprise, one notify per letter")
             median = {k: round(statistics.median(v), 3) for k, v in times.items() if v}
             out["sizes"][str(n)] = {
                 "runs_seconds": {k: [round(x, 3) for x in v] for k, v in times.items() if v},
@@ -274,9 +310,11 @@ def main(sizes: list[int], reps: int) -> dict[str, Any]:
 
 def summary(out: dict[str, Any]) -> list[str]:
     lines = [
-        "E-mail fan-out to the same local SMTP server (aiosmtpd in its own process), 4 connections each:",
+        "E-mail fan-out to the same local SMTP server (aiosmtpd in its own process), 4 connections each; the raw "
+        "client sends the gateway's own letters again, byte for byte.",
         "",
-        "| letters | zvonok (s) | Apprise (s) | raw aiosmtplib (s) | Apprise ÷ zvonok | zvonok ÷ raw rate |",
+        "| letters | zvonok (s) | Apprise, 4 URLs at once (s) | raw aiosmtplib (s) | Apprise ÷ zvonok "
+        "| zvonok ÷ raw rate |",
         "|---|---|---|---|---|---|",
     ]
     for n, r in out["sizes"].items():
@@ -285,7 +323,23 @@ def summary(out: dict[str, Any]) -> list[str]:
             f"| {int(n):,} | {m['zvonok']} | {m['apprise']} | {m['raw']} | {r['apprise_over_zvonok']} "
             f"| {r['zvonok_share_of_raw_rate']} |"
         )
-    lines += ["", "Targets: Apprise ÷ zvonok ≥ 20; zvonok ≥ 0.7 × the raw rate."]
+    t = out["targets"]
+    lines += [
+        "",
+        f"Targets: Apprise ÷ zvonok ≥ {t['apprise_over_zvonok_at_least']}; zvonok ≥ "
+        f"{t['zvonok_share_of_raw_rate_at_least']} × the raw rate.",
+    ]
+    for n, r in out["sizes"].items():
+        m = r["median_seconds"]
+        if "apprise_per_letter" in m:
+            lines += [
+                "",
+                f"Other ways of using Apprise, on {int(n):,} letters (one run each): all recipients on one URL "
+                f"(one connection) {m['apprise_one_url']} s, {round(m['apprise_one_url'] / m['zvonok'], 2)}× "
+                f"zvonok's time; one `notify()` per letter, as a script looping over the guardians would do (a "
+                f"connection per letter) {m['apprise_per_letter']} s, "
+                f"{round(m['apprise_per_letter'] / m['zvonok'], 2)}× zvonok's time.",
+            ]
     return lines
 
 

@@ -16,8 +16,9 @@ Floors, measured in the same run on the same emulators and SMTP server:
 - rate-limit floor: the school with the most chats / 30 requests per second (MAX's limit per token; all tokens
   in parallel);
 - raw-client floor: a plain client in a process of its own sends the same requests with no gateway logic: per
-  token one request after another at 30 per second (aiohttp, one session), and the letters through a pool of
-  as many aiosmtplib connections as the gateway's `email.pool_size`, all at once; its time is the floor.
+  token one request after another at 30 per second (aiohttp, one session), and the very letters the gateway
+  sent (byte for byte, as the server received them) through a pool of as many aiosmtplib connections as the
+  gateway's `email.pool_size`, all at once; its time is the floor.
 
 The MAX emulator runs in a process of its own (tests/fleet.py `providers`), the SMTP server (aiosmtpd) in this
 process; the worker and the raw client in theirs. Results: bench/results/region.json.
@@ -36,7 +37,6 @@ import statistics
 import sys
 import tempfile
 import time
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,11 @@ TEXT = closure("x").text
 
 
 def raw_blast(
-    max_url: str, requests: list[tuple[str, int]], smtp: tuple[str, int], letters: list[str], pool: int
+    max_url: str,
+    requests: list[tuple[str, int]],
+    smtp: tuple[str, int],
+    letters: list[tuple[str, list[str], bytes]],
+    pool: int,
 ) -> float:
     """In a process of its own: the same chat posts and letters with no gateway logic; returns its seconds."""
 
@@ -95,12 +99,8 @@ def raw_blast(
             client = aiosmtplib.SMTP(hostname=smtp[0], port=smtp[1], start_tls=False)
             await client.connect()
             while queue:
-                message = EmailMessage()
-                message["From"] = "noreply@bench.test"
-                message["To"] = queue.pop()
-                message["Subject"] = "Актированный день"
-                message.set_content(TEXT)
-                await client.send_message(message)
+                sender, recipients, data = queue.pop()
+                await client.sendmail(sender, recipients, data)
             await client.quit()
 
         await asyncio.gather(*(connection() for _ in range(pool)))
@@ -113,10 +113,18 @@ def raw_blast(
     return asyncio.run(both())
 
 
-async def raw_floor(max_url: str, region: Region, schools: list[str], smtp: SmtpEmulator, pool: int) -> float:
+async def raw_floor(
+    max_url: str,
+    region: Region,
+    schools: list[str],
+    smtp: SmtpEmulator,
+    pool: int,
+    letters: list[tuple[str, list[str], bytes]],
+) -> float:
+    """The same chat posts, and the very letters the gateway sent (byte for byte: the server's work per letter
+    is the same), from a raw client in a process of its own."""
     picked = [s for s in region.schools if s.id in schools]
     requests = [(s.token, c) for s in picked for c in s.chats]
-    letters = sorted(m for s in picked for m in s.letters)
     with multiprocessing.get_context("spawn").Pool(1) as workers:
         result = workers.apply_async(raw_blast, (max_url, requests, (smtp.host, smtp.port), letters, pool))
         return float(await asyncio.to_thread(result.get, 1800))
@@ -181,6 +189,7 @@ async def one_run(spec: RegionSpec, only: list[str] | None) -> dict[str, Any]:
                 for r in m.recipients:
                     letters.setdefault(r, set()).add(str(m.message["Message-ID"]))
             expected = {m for s in posting for m in s.letters}
+            sent = [(m.sender, list(m.recipients), m.data) for m in smtp.messages]
             smtp.clear()
             floor = await raw_floor(
                 max_api.base_url,
@@ -188,6 +197,7 @@ async def one_run(spec: RegionSpec, only: list[str] | None) -> dict[str, Any]:
                 [s.id for s in posting],
                 smtp,
                 config.settings.email.pool_size,
+                sent,
             )
             raw_letters = len(smtp.messages)
     busiest = max(len(s.chats) for s in posting)
