@@ -67,9 +67,9 @@ class DispatchSettings:
     retry_cap_seconds: float = 1800.0
     unknown_recheck_seconds: float = 10.0
     poll_seconds: float = 5.0
-    # per messenger channel: bot tokens one process sends for at once; 32 stalled the PostgreSQL rate schedule
-    # (RELIABILITY.md, "What did not hold")
-    accounts_in_parallel: int = 4
+    # per messenger channel: bot tokens (schools) one process sends for at once; each sends at most its token's
+    # rate, so this bounds a process's messenger throughput (16 x 28 requests/s for MAX)
+    accounts_in_parallel: int = 16
 
 
 MAX_PRODUCTION_URL = "https://platform-api2.max.ru"
