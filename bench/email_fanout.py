@@ -275,13 +275,16 @@ def main(sizes: list[int], reps: int) -> dict[str, Any]:
                 "apprise_per_letter": [],
                 "raw": [],
             }
+            sizes: dict[str, list[int]] = {"zvonok": [], "apprise": []}
             for _ in range(reps):
                 times["zvonok"].append(asyncio.run(zvonok(n, server)))
                 letters = received_letters(server)
+                sizes["zvonok"] += [len(data) for _, _, data in letters]
                 checked(server, n, "zvonok")
                 times["raw"].append(asyncio.run(raw(letters, server)))
                 checked(server, n, "raw")
                 times["apprise"].append(apprise_send(n, server, POOL))
+                sizes["apprise"] += [len(data) for _, _, data in received_letters(server)]
                 checked(server, n, "apprise")
             if n <= 1000:  # one connection for everything: slow, measured once on the small size
                 times["apprise_one_url"].append(apprise_send(n, server, 1))
@@ -295,6 +298,7 @@ def main(sizes: list[int], reps: int) -> dict[str, Any]:
                 "letters_per_second": {k: round(n / v, 1) for k, v in median.items()},
                 "apprise_over_zvonok": round(median["apprise"] / median["zvonok"], 2),
                 "zvonok_share_of_raw_rate": round(median["raw"] / median["zvonok"], 3),
+                "median_letter_bytes": {k: int(statistics.median(v)) for k, v in sizes.items()},
             }
             print(f"{n} letters: " + ", ".join(f"{k} {v} s" for k, v in median.items()), flush=True)
     finally:
@@ -328,6 +332,20 @@ def summary(out: dict[str, Any]) -> list[str]:
         "",
         f"Targets: Apprise ÷ zvonok ≥ {t['apprise_over_zvonok_at_least']}; zvonok ≥ "
         f"{t['zvonok_share_of_raw_rate_at_least']} × the raw rate.",
+    ]
+    big = out["sizes"][max(out["sizes"], key=int)]
+    b = big["median_letter_bytes"]
+    lines += [
+        "",
+        "What bounds them: the SMTP server. aiosmtpd is pure Python and parses every letter it accepts, so the "
+        f"raw client, sending the gateway's own letters with nothing else to do, reaches "
+        f"{big['letters_per_second']['raw']} letters/s and the gateway {big['letters_per_second']['zvonok']}; the "
+        f"gateway's own work (rendering, the outbox, recording every outcome) is the rest. Apprise in its fastest "
+        f"configuration is just as bound by the server, and its letters are smaller ({b['apprise']:,} bytes "
+        f"against the gateway's {b['zvonok']:,}, which carry text and HTML, List-Unsubscribe, List-Id and the "
+        "school's Reply-To), which the server parses faster. Through one server no client can be 20 "
+        "times faster than another that keeps its connections busy; the gap opens only against Apprise used "
+        "without connection reuse, below.",
     ]
     for n, r in out["sizes"].items():
         m = r["median_seconds"]
