@@ -27,6 +27,11 @@ REPORT = HERE.parent / "BENCHMARKS.md"
 Renderer = Callable[[dict[str, Any]], list[str]]
 
 
+def _seconds(runs: list[dict[str, Any]]) -> str:
+    """The runs' times, as a table cell lists them."""
+    return ", ".join(str(run["seconds"]) for run in runs)
+
+
 def _vk(r: dict[str, Any]) -> list[str]:
     b, s, f = r["batched"], r["single"], r["floor"]
     return [
@@ -58,7 +63,7 @@ def _max(r: dict[str, Any]) -> list[str]:
     ]
     for v in r["settings"]:
         runs = v.get("runs", [])
-        seconds = ", ".join(str(run["seconds"]) for run in runs)
+        seconds = _seconds(runs)
         refused = sum(run.get("rate_limited_429", 0) for run in runs)
         requests = ", ".join(str(run.get("http_requests")) for run in runs)
         lines.append(
@@ -99,7 +104,7 @@ def _workers(r: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for x in r["results"]:
-        runs = ", ".join(str(run["seconds"]) for run in x["runs"])
+        runs = _seconds(x["runs"])
         lines.append(
             f"| {x['backend']} | {x['workers']} | {runs} | {x['median_seconds']} | {x['median_deliveries_per_s']} "
             f"| {x['all_delivered_once']} |"
@@ -128,7 +133,7 @@ def _region(r: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in r["scenarios"]:
-        runs = ", ".join(str(run["seconds"]) for run in x["runs"])
+        runs = _seconds(x["runs"])
         lines.append(
             f"| {x['scenario']} | {x['runs'][0]['deliveries']:,} | {runs} | {x['median_seconds']} "
             f"| {x['median_deliveries_per_s']} | {x['rate_floor_seconds']} s | {x['ratio_to_rate_floor']} "
@@ -172,7 +177,7 @@ def _plan_region(r: dict[str, Any]) -> list[str]:
     ]
     for name, label in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
         x = r[name]
-        runs = ", ".join(str(run["seconds"]) for run in x["runs"])
+        runs = _seconds(x["runs"])
         met = "met" if x["median_seconds"] <= r["target_seconds"] else "missed"
         lines.append(
             f"| {label} | {x['runs'][0]['deliveries']:,} | {runs} | {x['median_seconds']} | ≤ {r['target_seconds']} s: "
