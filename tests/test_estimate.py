@@ -30,8 +30,10 @@ def test_rate_and_backlog_set_the_last_delivery() -> None:
     assert alone.by_channel["email"] == MON_10 + timedelta(seconds=60 / EMAIL_RATE)
     assert alone.last == alone.by_channel["max"]
     assert alone.warnings == []
-    queued = estimate(plan, SCHOOL, Kind.GENERAL, now=MON_10, backlog={("max", "s"): 250}, rates=rates)
+    queued = estimate(plan, SCHOOL, Kind.GENERAL, now=MON_10, backlog={("max", "s"): [(MON_10, 250)]}, rates=rates)
     assert queued.by_channel["max"] == MON_10 + timedelta(seconds=12)  # 250 queued first
+    other_token = estimate(plan, SCHOOL, Kind.GENERAL, now=MON_10, backlog={("max", "t"): [(MON_10, 250)]}, rates=rates)
+    assert other_token.by_channel["max"] == MON_10 + timedelta(seconds=2)
 
 
 def test_vk_execute_batches_count() -> None:
@@ -47,8 +49,25 @@ def test_warns_when_chats_would_slip_past_the_window() -> None:
     assert result.warnings == [
         "350 сообщ. в MAX не успеют уйти до конца окна рассылки и будут отправлены в начале следующего учебного дня"
     ]
+    # the last of them goes at the next opening, 08:00 on Tuesday, after the 349 slipped before it
+    assert result.last == datetime(2026, 11, 24, 3, 0, tzinfo=UTC) + timedelta(seconds=350 / 25)
     urgent = estimate(plan, SCHOOL, Kind.FORCE_MAJEURE, now=late, backlog={}, rates={"max": 25.0})
     assert urgent.warnings == []  # force majeure is not held to the window
+    assert urgent.last == late + timedelta(seconds=600 / 25)
+
+
+def test_a_post_at_night_waits_behind_what_is_held_for_the_same_opening() -> None:
+    night = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)  # 21:00 local
+    opening = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # 08:00 local, Tuesday
+    plan = Plan(chats(50, opening))
+    rates = {"max": 25.0}
+    alone = estimate(plan, SCHOOL, Kind.GENERAL, now=night, backlog={}, rates=rates)
+    assert alone.last == opening + timedelta(seconds=2)
+    behind = estimate(plan, SCHOOL, Kind.GENERAL, now=night, backlog={("max", "s"): [(opening, 500)]}, rates=rates)
+    assert behind.last == opening + timedelta(seconds=22)  # 500 held for 08:00 go first
+    # work due now is done long before the morning: it does not delay the opening's queue
+    evening = estimate(plan, SCHOOL, Kind.GENERAL, now=night, backlog={("max", "s"): [(night, 500)]}, rates=rates)
+    assert evening.last == opening + timedelta(seconds=2)
 
 
 def test_empty_plan() -> None:

@@ -647,20 +647,21 @@ async def test_add_deliveries_skips_targets_the_announcement_has(store: Store, c
     assert claimed["parent0@mail.test"].addendum == ""
 
 
-async def test_backlog_counts_due_open_deliveries_per_account(store: Store, clock: ManualClock) -> None:
+async def test_backlog_is_the_open_work_per_account_by_when_it_is_due(store: Store, clock: ManualClock) -> None:
     now = clock.now()
     later = now + timedelta(hours=1)
-    assert await store.backlog(now) == {}
-    await store.create_announcement(request(title="a"), emails(3, now), now)
+    assert await store.backlog(now, later) == {}
+    await store.create_announcement(request(title="a"), emails(3, now - timedelta(minutes=5)), now)
     p = Plan([chat("-501", now), chat("-502", now), chat("-503", later), chat("2000000001", now, channel="vk")])
     await store.create_announcement(request(title="b"), p, now)
     [vk] = await store.claim(now, 10, 30, channels=("vk",))
     await store.finish([done(vk.id, vk.lease_token, Status.DELIVERED, clock)], now)  # finished: not waiting
     [leased] = await store.claim(now, 1, 30, channels=("email",))  # being sent: still in the queue
-    assert await store.backlog(now) == {("email", ""): 3, ("max", "bot"): 2}
-    assert await store.backlog(later) == {("email", ""): 3, ("max", "bot"): 3}
+    # overdue work counts as due now; what is held for later, from when it is due, if due by `until`
+    assert await store.backlog(now, now) == {("email", ""): [(now, 3)], ("max", "bot"): [(now, 2)]}
+    assert await store.backlog(now, later) == {("email", ""): [(now, 3)], ("max", "bot"): [(now, 2), (later, 1)]}
     await store.finish([done(leased.id, leased.lease_token, Status.PERMANENT_FAILURE, clock)], now)
-    assert await store.backlog(later) == {("email", ""): 2, ("max", "bot"): 3}
+    assert await store.backlog(now, later) == {("email", ""): [(now, 2)], ("max", "bot"): [(now, 2), (later, 1)]}
 
 
 async def test_audit_log_is_newest_first_per_school(store: Store, clock: ManualClock) -> None:

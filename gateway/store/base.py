@@ -410,8 +410,9 @@ class Store(ABC):
         """Record outcomes (only for current leases); returns how many were recorded."""
 
     @abstractmethod
-    async def backlog(self, now: datetime) -> dict[tuple[str, str], int]:
-        """Open deliveries already due, per (channel, account): the queue a new announcement waits behind."""
+    async def backlog(self, now: datetime, until: datetime) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
+        """The queue a new announcement waits behind: open deliveries due by `until`, per (channel, account), as
+        (when due, how many) in time order; what is due already counts as due `now`."""
 
     @abstractmethod
     async def next_due(self, *, channels: Sequence[str] = (), skip_accounts: Sequence[str] = ()) -> datetime | None:

@@ -698,9 +698,12 @@ class PostgresStore(Store):
                 await _notify(conn, self.channel, "retry")
         return len(recorded) + waiting
 
-    async def backlog(self, now: datetime) -> dict[tuple[str, str], int]:
-        rows = await self._all(_BACKLOG, (require_aware(now),))
-        return {(r[0], r[1]): int(r[2]) for r in rows}
+    async def backlog(self, now: datetime, until: datetime) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
+        rows = await self._all(_BACKLOG, {"now": require_aware(now), "until": require_aware(until)})
+        queues: dict[tuple[str, str], list[tuple[datetime, int]]] = {}
+        for r in rows:
+            queues.setdefault((r[0], r[1]), []).append((r[2], int(r[3])))
+        return queues
 
     async def next_due(self, *, channels: Sequence[str] = (), skip_accounts: Sequence[str] = ()) -> datetime | None:
         rows = await self._all(_NEXT_DUE, {"channels": list(channels) or None, "skip": list(skip_accounts)})
@@ -1279,9 +1282,9 @@ WHERE d.id = r.id AND d.lease_token = r.token
 RETURNING d.id"""
 
 _BACKLOG = f"""
-SELECT channel, account, count(*) FROM deliveries
-WHERE status IN {_OPEN} AND not_before <= %s
-GROUP BY channel, account"""
+SELECT channel, account, greatest(not_before, %(now)s) AS due, count(*) FROM deliveries
+WHERE status IN {_OPEN} AND not_before <= %(until)s
+GROUP BY channel, account, due ORDER BY due"""
 
 _NEXT_DUE = f"""
 SELECT min(CASE WHEN status = 'sending' THEN lease_until ELSE not_before END)

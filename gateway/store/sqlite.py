@@ -708,14 +708,17 @@ class SqliteStore(Store):
 
         return await self._tx(tx)
 
-    async def backlog(self, now: datetime) -> dict[tuple[str, str], int]:
-        def read(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    async def backlog(self, now: datetime, until: datetime) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
+        def read(conn: sqlite3.Connection) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
             cur = conn.execute(
-                f"""SELECT channel, account, COUNT(*) FROM deliveries
-                    WHERE status IN {_OPEN} AND not_before <= ? GROUP BY channel, account""",
-                (ts(now),),
+                f"""SELECT channel, account, MAX(not_before, ?) AS due, COUNT(*) FROM deliveries
+                    WHERE status IN {_OPEN} AND not_before <= ? GROUP BY channel, account, due ORDER BY due""",
+                (ts(now), ts(until)),
             )
-            return {(r[0], r[1]): int(r[2]) for r in cur}
+            queues: dict[tuple[str, str], list[tuple[datetime, int]]] = {}
+            for r in cur:
+                queues.setdefault((r[0], r[1]), []).append((parse_ts(r[2]), int(r[3])))
+            return queues
 
         return await self._read(read)
 
