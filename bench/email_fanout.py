@@ -29,8 +29,6 @@ import json
 import platform
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import textwrap
 import threading
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+from smtp_server import Letter, SmtpServerProcess
 
 from gateway.app import Gateway
 from gateway.clock import ShiftedClock
@@ -53,65 +52,6 @@ RESULTS = HERE / "results" / "email_fanout.json"
 POOL = 4
 SUBJECT = "Изменение расписания: уроки сокращены"
 BODY = "Уважаемые родители! В пятницу уроки сокращены до 30 минут. Продлёнка работает как обычно."
-
-SERVER = textwrap.dedent(
-    """
-    import asyncio, json, sys
-    from adapters.emulators.smtp import SmtpEmulator
-
-    async def main():
-        async with SmtpEmulator(idle_timeout=600) as smtp:
-            print(smtp.port, flush=True)
-            loop = asyncio.get_running_loop()
-            while True:
-                line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
-                if line == "count":
-                    counts = {}
-                    for mail in smtp.messages:
-                        for rcpt in mail.recipients:
-                            counts[rcpt] = counts.get(rcpt, 0) + 1
-                    print(len(smtp.messages), len(counts), max(counts.values(), default=0), flush=True)
-                elif line.startswith("save "):  # what was received, for the raw blast to send again
-                    with open(line[5:], "w", encoding="ascii") as out:
-                        for mail in smtp.messages:
-                            out.write(json.dumps([mail.sender, list(mail.recipients), mail.data.decode("ascii")]))
-                            out.write("\\n")
-                    print("ok", flush=True)
-                elif line == "clear":
-                    smtp.clear()
-                    print("ok", flush=True)
-                else:
-                    return
-
-    asyncio.run(main())
-    """
-)
-
-
-class Server:
-    """The SMTP emulator in a process of its own, asked over stdin how much it received."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603 - our own emulator
-            [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE.parent
-        )
-        assert self.proc.stdout is not None
-        self.port = int(self.proc.stdout.readline())
-
-    def ask(self, command: str) -> str:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip()
-
-    def received(self) -> tuple[int, int, int]:
-        messages, recipients, most = (int(x) for x in self.ask("count").split())
-        return messages, recipients, most
-
-    def close(self) -> None:
-        self.ask("quit")
-        self.proc.wait(timeout=10)
 
 
 def recipients(n: int) -> list[str]:
@@ -146,7 +86,7 @@ def write_school(root: Path, n: int, port: int) -> None:
     (root / "roster.csv").write_text("\n".join(rows), encoding="utf-8")
 
 
-async def zvonok(n: int, server: Server) -> float:
+async def zvonok(n: int, server: SmtpServerProcess) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_school(root, n, server.port)
@@ -177,7 +117,7 @@ async def zvonok(n: int, server: Server) -> float:
 # ---------------------------------------------------------------------------------------------------- apprise
 
 
-def apprise_send(n: int, server: Server, urls: int) -> float:
+def apprise_send(n: int, server: SmtpServerProcess, urls: int) -> float:
     import apprise
 
     targets = recipients(n)
@@ -204,7 +144,7 @@ def apprise_send(n: int, server: Server, urls: int) -> float:
     return time.perf_counter() - started
 
 
-def apprise_per_letter(n: int, server: Server) -> float:
+def apprise_per_letter(n: int, server: SmtpServerProcess) -> float:
     """The way a script looping over the guardians would use Apprise: one notify() per letter (Apprise opens an
     SMTP connection for each)."""
     import apprise
@@ -221,18 +161,7 @@ def apprise_per_letter(n: int, server: Server) -> float:
 # ---------------------------------------------------------------------------------------------------- raw
 
 
-Letter = tuple[str, list[str], bytes]
-
-
-def received_letters(server: Server) -> list[Letter]:
-    """The letters the server received last (the gateway's, byte for byte), for the raw blast to send again."""
-    with tempfile.NamedTemporaryFile(suffix=".jsonl") as dump:
-        assert server.ask(f"save {dump.name}") == "ok"
-        rows = [json.loads(line) for line in Path(dump.name).read_text(encoding="ascii").splitlines()]
-    return [(sender, recipients, data.encode("ascii")) for sender, recipients, data in rows]
-
-
-async def raw(letters: list[Letter], server: Server) -> float:
+async def raw(letters: list[Letter], server: SmtpServerProcess) -> float:
     """The same letters, byte for byte, over a pool of plain aiosmtplib connections: no rendering, no store."""
     queue: asyncio.Queue[Letter] = asyncio.Queue()
     for letter in letters:
@@ -256,15 +185,15 @@ async def raw(letters: list[Letter], server: Server) -> float:
 # ---------------------------------------------------------------------------------------------------- main
 
 
-def checked(server: Server, n: int, what: str) -> None:
+def checked(server: SmtpServerProcess, n: int, what: str) -> None:
     messages, distinct, most = server.received()
     if (messages, distinct, most) != (n, n, 1):
         raise RuntimeError(f"{what}: server got {messages} letters to {distinct} recipients (most {most}), not {n}")
-    server.ask("clear")
+    server.clear()
 
 
 def main(sizes: list[int], reps: int) -> dict[str, Any]:
-    server = Server()
+    server = SmtpServerProcess()
     out: dict[str, Any] = {"benchmark": "email_fanout", "pool_connections": POOL, "sizes": {}}
     try:
         for n in sizes:
@@ -278,13 +207,13 @@ def main(sizes: list[int], reps: int) -> dict[str, Any]:
             sizes: dict[str, list[int]] = {"zvonok": [], "apprise": []}
             for _ in range(reps):
                 times["zvonok"].append(asyncio.run(zvonok(n, server)))
-                letters = received_letters(server)
+                letters = server.letters()
                 sizes["zvonok"] += [len(data) for _, _, data in letters]
                 checked(server, n, "zvonok")
                 times["raw"].append(asyncio.run(raw(letters, server)))
                 checked(server, n, "raw")
                 times["apprise"].append(apprise_send(n, server, POOL))
-                sizes["apprise"] += [len(data) for _, _, data in received_letters(server)]
+                sizes["apprise"] += [len(data) for _, _, data in server.letters()]
                 checked(server, n, "apprise")
             if n <= 1000:  # one connection for everything: slow, measured once on the small size
                 times["apprise_one_url"].append(apprise_send(n, server, 1))

@@ -20,8 +20,10 @@ Floors, measured in the same run on the same emulators and SMTP server:
   sent (byte for byte, as the server received them) through a pool of as many aiosmtplib connections as the
   gateway's `email.pool_size`, all at once; its time is the floor.
 
-The MAX emulator runs in a process of its own (tests/fleet.py `providers`), the SMTP server (aiosmtpd) in this
-process; the worker and the raw client in theirs. Results: bench/results/region.json.
+The MAX emulator runs in a process of its own (tests/fleet.py `providers`), and so does the SMTP server
+(aiosmtpd, bench/smtp_server.py: in this process it would share the interpreter with the posting and the
+progress polls during the gateway's run but not during the raw client's); the worker and the raw client run in
+theirs. Results: bench/results/region.json.
 Usage: `python bench/region.py [--reps 3] [--schools 300]`.
 """
 
@@ -46,13 +48,15 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 import aiosmtplib  # noqa: E402
 
-from adapters.emulators.smtp import SmtpEmulator  # noqa: E402
 from gateway.app import Gateway  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.domain import FINAL_STATUSES, Status  # noqa: E402
 from gateway.roster import read_roster  # noqa: E402
 from tests.fleet import providers, start_worker  # noqa: E402
 from tests.region import Region, RegionSpec, closure, write_region  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from smtp_server import Letter, SmtpServerProcess, message_id  # noqa: E402
 
 MAX_RPS = 30.0
 RESULTS = ROOT / "bench" / "results" / "region.json"
@@ -63,7 +67,7 @@ def raw_blast(
     max_url: str,
     requests: list[tuple[str, int]],
     smtp: tuple[str, int],
-    letters: list[tuple[str, list[str], bytes]],
+    letters: list[Letter],
     pool: int,
 ) -> float:
     """In a process of its own: the same chat posts and letters with no gateway logic; returns its seconds."""
@@ -117,9 +121,9 @@ async def raw_floor(
     max_url: str,
     region: Region,
     schools: list[str],
-    smtp: SmtpEmulator,
+    smtp: SmtpServerProcess,
     pool: int,
-    letters: list[tuple[str, list[str], bytes]],
+    letters: list[Letter],
 ) -> float:
     """The same chat posts, and the very letters the gateway sent (byte for byte: the server's work per letter
     is the same), from a raw client in a process of its own."""
@@ -139,9 +143,9 @@ def peak_rss_mb(pid: int) -> float:
 
 async def one_run(spec: RegionSpec, only: list[str] | None) -> dict[str, Any]:
     """One scenario on a fresh store: `only` the named schools post (scenario a), or all of them (b)."""
-    with tempfile.TemporaryDirectory(prefix="zvonok-bench-region-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="zvonok-bench-region-") as tmp, SmtpServerProcess() as smtp:
         folder = Path(tmp)
-        async with SmtpEmulator() as smtp, providers() as (max_api, _):
+        async with providers() as (max_api, _):
             settings = {
                 "database": f"sqlite:///{folder / 'zvonok.db'}",
                 "email": {"host": smtp.host, "port": smtp.port, "from": "noreply@bench.test"},
@@ -184,12 +188,12 @@ async def one_run(spec: RegionSpec, only: list[str] | None) -> dict[str, Any]:
                 code = await worker.stop()
                 await gateway.close()
             per_chat = [len(max_api.messages(c)) for s in posting for c in s.chats]
+            sent = smtp.letters()
             letters: dict[str, set[str]] = {}
-            for m in smtp.messages:
-                for r in m.recipients:
-                    letters.setdefault(r, set()).add(str(m.message["Message-ID"]))
+            for letter in sent:
+                for r in letter[1]:
+                    letters.setdefault(r, set()).add(message_id(letter))
             expected = {m for s in posting for m in s.letters}
-            sent = [(m.sender, list(m.recipients), m.data) for m in smtp.messages]
             smtp.clear()
             floor = await raw_floor(
                 max_api.base_url,
@@ -199,7 +203,7 @@ async def one_run(spec: RegionSpec, only: list[str] | None) -> dict[str, Any]:
                 config.settings.email.pool_size,
                 sent,
             )
-            raw_letters = len(smtp.messages)
+            raw_letters = smtp.received()[0]
     busiest = max(len(s.chats) for s in posting)
     return {
         "schools": len(posting),
