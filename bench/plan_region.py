@@ -3,15 +3,17 @@
 A generated region (tests/region.py) of enough schools that their rosters hold at least 200,000 guardians (30
 classes of 25 students each, 1-2 guardians per student, 15-30 % of them not in the class chats). Every school
 posts the closure (`Gateway.post`: the school's rules, the planner, then one transaction committing the
-announcement, its deliveries, coverage and gaps), one school after another, as the region's schools do at
-06:30. Measured: the seconds from the first post to the last commit, and the process's peak resident memory
-while posting (Linux's VmHWM, reset just before the first post, so the rosters' import does not count), both
-as it stands and as the increase over the process before posting.
+announcement, its deliveries, coverage and gaps). The region's schools post at the same moment at 06:30, each
+its own request: measured with `--concurrency` posts in flight at a time (default 4, as a served gateway takes
+several schools' requests at once), and one at a time as well. Measured: the seconds from the first post to the
+last commit, and the process's peak resident memory while posting (Linux's VmHWM, reset just before the first
+post, so the rosters' import does not count), both as it stands and as the increase over the process before
+posting.
 
 Each run is a fresh process on a fresh store (a new SQLite file with synchronous=FULL; a new PostgreSQL
 schema); the rosters are imported first, not timed. Target: 5 s at most. Medians of `--runs` (default 3).
 Results: bench/results/plan_region.json. Usage: `python bench/plan_region.py [--runs 3] [--guardians 200000]
-[--postgres URL]`.
+[--concurrency 4] [--postgres URL]`.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ def reset_peak_rss() -> None:
         refs.write("5")
 
 
-async def child(config_root: Path, database: str) -> dict[str, Any]:
-    """One run, in this process: import every roster, then post the closure in every school."""
+async def child(config_root: Path, database: str, concurrency: int) -> dict[str, Any]:
+    """One run, in this process: import every roster, then post the closure in every school, `concurrency` posts
+    in flight at a time."""
     config = load_config(config_root)
     config = replace(config, settings=replace(config.settings, database=database))
     monday_0630 = datetime(2026, 11, 23, 3, 30, tzinfo=UTC)  # 06:30 in Moscow; force majeure is never held anyway
@@ -78,10 +81,13 @@ async def child(config_root: Path, database: str) -> dict[str, Any]:
         reset_peak_rss()
         before = status_kib("VmRSS")
         started = time.perf_counter()
-        deliveries = 0
-        for school_id in config.schools:
-            posted = await gateway.post(closure(school_id))
-            deliveries += len(posted.plan.deliveries)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def post(school_id: str) -> int:
+            async with slots:
+                return len((await gateway.post(closure(school_id))).plan.deliveries)
+
+        deliveries = sum(await asyncio.gather(*(post(school_id) for school_id in config.schools)))
         seconds = time.perf_counter() - started
         peak = status_kib("VmHWM")
     finally:
@@ -97,9 +103,9 @@ async def child(config_root: Path, database: str) -> dict[str, Any]:
     }
 
 
-def one_run(config_root: Path, database: str) -> dict[str, Any]:
+def one_run(config_root: Path, database: str, concurrency: int) -> dict[str, Any]:
     out = subprocess.run(  # noqa: S603 - this script
-        [sys.executable, __file__, "--child", str(config_root), database],
+        [sys.executable, __file__, "--child", str(config_root), database, str(concurrency)],
         check=True,
         capture_output=True,
         text=True,
@@ -125,11 +131,13 @@ def main() -> None:
     parser.add_argument(
         "--postgres", default=os.environ.get("ZVONOK_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
     )
-    parser.add_argument("--child", nargs=2, metavar=("CONFIG", "DATABASE"), help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--child", nargs=3, metavar=("CONFIG", "DATABASE", "CONCURRENCY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(child(Path(args.child[0]), args.child[1]))))
+        print(json.dumps(asyncio.run(child(Path(args.child[0]), args.child[1], int(args.child[2])))))
         return
+    modes = sorted({args.concurrency, 1}, reverse=True)
 
     with tempfile.TemporaryDirectory(prefix="zvonok-bench-plan-") as tmp:
         folder = Path(tmp)
@@ -143,29 +151,32 @@ def main() -> None:
         region = write_region(folder / "config", RegionSpec(schools=schools), {})
         print(f"region: {schools} schools, {region.guardians:,} guardians, {region.deliveries:,} deliveries")
         results: dict[str, Any] = {}
-        lite: list[dict[str, Any]] = []
-        for i in range(args.runs):
-            lite.append(one_run(region.root, f"sqlite:///{folder / f'run{i}.db'}"))
-            print("sqlite", lite[-1], flush=True)
-        results["sqlite"] = summary(lite)
-        pg: list[dict[str, Any]] = []
-        with psycopg.connect(args.postgres, autocommit=True) as admin:
-            for _ in range(args.runs):
-                schema = f"zv_bench_{uuid.uuid4().hex[:10]}"
-                admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-                sep = "&" if "?" in args.postgres else "?"
-                try:
-                    pg.append(one_run(region.root, f"{args.postgres}{sep}options={quote(f'-csearch_path={schema}')}"))
-                finally:
-                    admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-                print("postgresql", pg[-1], flush=True)
-        results["postgresql"] = summary(pg)
+        for concurrency in modes:
+            lite: list[dict[str, Any]] = []
+            for i in range(args.runs):
+                lite.append(one_run(region.root, f"sqlite:///{folder / f'run{concurrency}-{i}.db'}", concurrency))
+                print("sqlite", concurrency, lite[-1], flush=True)
+            results.setdefault("sqlite", {})[str(concurrency)] = summary(lite)
+            pg: list[dict[str, Any]] = []
+            with psycopg.connect(args.postgres, autocommit=True) as admin:
+                for _ in range(args.runs):
+                    schema = f"zv_bench_{uuid.uuid4().hex[:10]}"
+                    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+                    sep = "&" if "?" in args.postgres else "?"
+                    url = f"{args.postgres}{sep}options={quote(f'-csearch_path={schema}')}"
+                    try:
+                        pg.append(one_run(region.root, url, concurrency))
+                    finally:
+                        admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+                    print("postgresql", concurrency, pg[-1], flush=True)
+            results.setdefault("postgresql", {})[str(concurrency)] = summary(pg)
 
     report = {
         "benchmark": "plan_region",
         "schools": schools,
         "guardians": region.guardians,
         "target_seconds": TARGET_SECONDS,
+        "concurrency": args.concurrency,
         **results,
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
     }
