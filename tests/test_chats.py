@@ -1,5 +1,5 @@
-"""Chats going away and coming back: bot removed mid-announcement, read-only VK chats, the webhook registry,
-health checks. Everything over real HTTP to the emulators and a real SMTP server."""
+"""Chats going away and coming back: bot removed mid-announcement, read-only VK chats, a refused VK token, the
+webhook registry, health checks. Everything over real HTTP to the emulators and a real SMTP server."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from aiohttp.test_utils import TestServer
 from adapters.max import MaxChannel
 from gateway.clock import ManualClock
 from gateway.domain import AnnouncementRequest, Audience, Group, Kind, Status
+from gateway.reports import render_text
 from gateway.webhooks import add_routes
-from tests.world import MAX_TOKEN, WEBHOOK_SECRET, World, running_world
+from tests.world import MAX_TOKEN, VK_TOKEN, WEBHOOK_SECRET, World, running_world
 
 
 @pytest.fixture
@@ -65,9 +66,49 @@ async def test_read_only_vk_chat_falls_back_to_email_and_the_report_says_why(wor
     assert (row.status, row.error_code) == (Status.PERMANENT_FAILURE, "vk:1012")
     report = await world.gateway.report(announcement_id)
     cls = next(c for c in report.classes if c.name == "5Б")
-    assert cls.chats[0].error  # the Russian reason from VK's answer is in the report
-    olga = next(p for p in cls.people if p.name == "Кузнецова Ольга")
-    assert olga.bucket == "emailed"
+    (chat,) = cls.chats
+    assert (chat.channel, chat.status) == ("vk", Status.PERMANENT_FAILURE)
+    # the report says why, in the adapter's Russian words for VK error 1012
+    assert chat.error == "В чате 2000000001 писать запрещено (чат только для чтения)"
+    assert "чат только для чтения" in render_text(report)
+    # both parents were e-mailed: Ольга (in the chat) as the fallback, Мария (not in it) anyway
+    people = {p.name: (p.bucket, p.reason) for p in cls.people}
+    assert people == {
+        "Кузнецова Ольга": ("emailed", "сообщение в чат не доставлено"),
+        "Иванова Мария": ("emailed", "нет в чате родителей"),
+    }
+    letter = next(m for m in world.smtp.messages if "olga@mail.test" in m.recipients)
+    assert "Завтра уроки по 30 минут." in letter.text
+    assert ("vk", "2000000001") in await world.gateway.store.dead_chats("s1")
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        (5, "не принимает ключ доступа сообщества"),
+        (7, "нет права отправлять сообщения"),
+        (14, "требует капчу"),
+    ],
+    ids=["error-5", "error-7", "error-14-captcha"],
+)
+async def test_refused_vk_credentials_alert_the_admin_and_email_the_chat_parents(
+    world: World, code: int, says: str
+) -> None:
+    world.vk.fail_next(code, method="messages.send")  # as VK answers a revoked token, a missing right, a captcha
+    announcement_id = await world.post(classes=frozenset({"5Б"}))
+    await world.deliver()
+    assert world.vk.messages(2000000001) == []
+    assert world.letters() == {"maria@mail.test": 1, "olga@mail.test": 1}  # Ольга is in the chat: the fallback
+    row = next(d for d in await world.gateway.store.deliveries(announcement_id) if d.channel == "vk")
+    assert (row.status, row.error_code) == (Status.PERMANENT_FAILURE, f"vk:{code}")
+    (alert,) = await world.gateway.store.alerts("s1")
+    assert (alert.kind, alert.subject) == ("credential", "vk:s1")
+    assert alert.message.startswith("VK: учётные данные отклонены") and says in alert.message
+    assert VK_TOKEN not in alert.message
+    report = await world.gateway.report(announcement_id)
+    olga = next(p for c in report.classes for p in c.people if p.name == "Кузнецова Ольга")
+    assert (olga.bucket, olga.reason) == ("emailed", "сообщение в чат не доставлено")
+    assert await world.gateway.store.dead_chats("s1") == set()  # the token is at fault, not the chat
 
 
 async def test_webhook_registers_and_retires_chats(world: World) -> None:

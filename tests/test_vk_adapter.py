@@ -8,6 +8,7 @@ import logging
 import random
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
@@ -412,6 +413,24 @@ async def test_execute_batch_with_one_read_only_chat(emu: VkEmulator, channel: V
     assert all(len(texts(emu, chat)) == 1 for chat in range(1, 26))
 
 
+async def test_execute_retry_resends_only_the_failed_inner_calls(emu: VkEmulator, channel: VkChannel) -> None:
+    messages = [message(chat) for chat in range(1, 26)]
+    emu.fail_next(10, method="messages.send", peer_id=peer(7))  # inner transient errors inside the execute
+    emu.fail_next(1, method="messages.send", peer_id=peer(19))
+    outcomes = await channel.send_many(messages)
+    assert all(isinstance(o, Sent) for o in outcomes)
+    assert all(len(texts(emu, chat)) == 1 for chat in range(1, 26))
+
+    requests = [c for c in emu.calls(TOKEN) if not c.inner]
+    assert [c.method for c in requests] == ["execute", "execute"]  # the batch, then one retry of the failed
+    inner = {n: [c.random_id for c in emu.calls(TOKEN) if c.inner and c.request == n] for n in (1, 2)}
+    assert inner[1] == [random_id(m.key, 0) for m in messages]
+    assert inner[2] == [random_id(messages[6].key, 0), random_id(messages[18].key, 0)]  # only chats 7 and 19
+    assert len(emu.calls(TOKEN, method="messages.send")) == 27  # 25 + the 2 retried, nothing else again
+    for chat in (7, 19):
+        assert [m.random_id for m in emu.messages(peer(chat))] == [random_id(messages[chat - 1].key, 0)]
+
+
 async def test_send_many_uses_one_execute_per_25_messages(emu: VkEmulator, channel: VkChannel) -> None:
     messages = [message(chat, key=f"a{n}/c{chat}") for n in range(2) for chat in range(1, CHATS + 1)]
     outcomes = await channel.send_many(messages)
@@ -444,6 +463,11 @@ async def test_send_many_keeps_part_order_within_a_chat(emu: VkEmulator, make_ch
     second = in_chat_1[-(len(in_chat_1) - len([m for m in in_chat_1 if m.random_id in own_1()])) :]
     assert [m.random_id for m in second] == [random_id("second/chat-1", i) for i in range(len(second))]
     assert " ".join(m.text for m in second).split() == messages[-1].plain_text().split()
+    # dedup would hide a resend from the chats: the wire shows that only the two failed calls went again
+    sent_ids = Counter(c.random_id for c in emu.calls(TOKEN, method="messages.send"))
+    assert sorted(sent_ids.values(), reverse=True)[:3] == [2, 2, 1]
+    stored = {m.random_id for chat in range(1, 11) for m in emu.messages(peer(chat))}
+    assert set(sent_ids) == stored and sum(sent_ids.values()) == len(stored) + 2
 
 
 def own_1() -> set[int]:

@@ -230,6 +230,36 @@ async def test_peer_ids_answers_per_peer_items(emu: VkEmulator, http: aiohttp.Cl
     assert all("message_id" not in item for item in items[1:])
 
 
+async def test_peer_ids_resend_answers_each_peer_its_own_result(emu: VkEmulator, http: aiohttp.ClientSession) -> None:
+    peers = f"{PEER_1},{PEER_RO},{PEER_OFF}"
+    first = (await call(http, emu, "messages.send", peer_ids=peers, random_id=31, message="Всем"))["response"]
+    assert [item.get("error", {}).get("code") for item in first] == [None, 1012, 945]
+
+    emu.set_chat_state(2, "active")  # the read-only chat is writable again; 6А stays disabled
+    again = (await call(http, emu, "messages.send", peer_ids=peers, random_id=31, message="Всем"))["response"]
+    assert [item["peer_id"] for item in again] == [PEER_1, PEER_RO, PEER_OFF]
+    assert again[0] == first[0]  # delivered the first time: the original item, nothing new
+    (ro,) = emu.messages(PEER_RO)  # not reached the first time: the random_id was not burned there
+    assert (ro.text, ro.random_id) == ("Всем", 31)
+    assert again[1] == {"peer_id": PEER_RO, "message_id": ro.message_id, "conversation_message_id": 1}
+    assert again[2] == {"peer_id": PEER_OFF, "error": {"code": 945, "description": "Chat was disabled"}}
+    assert len(emu.messages(PEER_1)) == 1
+    assert emu.messages(PEER_OFF) == []
+
+    # a third time, and the single form: every peer's own original, still nothing new
+    third = (await call(http, emu, "messages.send", peer_ids=peers, random_id=31, message="Всем"))["response"]
+    assert third[:2] == again[:2]
+    single = await call(http, emu, "messages.send", peer_id=PEER_RO, random_id=31, message="Всем")
+    assert single["response"] == ro.message_id
+    assert len(emu.messages(PEER_1)) == len(emu.messages(PEER_RO)) == 1
+
+    # a peer the first send did not address: a duplicate of that send, so nothing is posted there
+    emu.add_chat(5, "8В родители")
+    extra = await call(http, emu, "messages.send", peer_ids=f"{PEER_1},{2_000_000_005}", random_id=31, message="x")
+    assert [item["peer_id"] for item in extra["response"]] == [PEER_1, 2_000_000_005]
+    assert emu.messages(2_000_000_005) == []
+
+
 async def test_more_than_100_peer_ids_is_error_100(emu: VkEmulator, http: aiohttp.ClientSession) -> None:
     peers = ",".join(str(2_000_000_000 + i) for i in range(1, 102))
     body = await call(http, emu, "messages.send", peer_ids=peers, random_id=9, message="x")

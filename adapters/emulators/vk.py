@@ -9,7 +9,10 @@ What it speaks, as VK does:
   `request_params` echoes `method`, `oauth`, `v` and the other parameters, never the token.
 * `messages.send` (single `peer_id` / `chat_id` form and the `peer_ids` array form), with dedup on
   (sender community, random_id != 0) over the whole history: a duplicate creates nothing and answers with the
-  original message id.
+  original message id. Results are per peer: a repeated `peer_ids` send answers each peer the message the
+  random_id created there; a peer the first send could not reach holds no message with that random_id, so it is
+  tried again (a failed send does not burn its random_id); a peer the first send did not address is a
+  duplicate of that send and gets nothing, only the original message id.
 * `messages.getConversations`: the community's chats, for peer discovery.
 * `execute` with the VKScript subset a batching client sends (below); at most 25 `API.` calls; a failed inner
   call yields `false` plus an `execute_errors` entry. One execute is one request against the rate limit.
@@ -138,6 +141,31 @@ class _Fault:
     peer_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """An API call the emulator evaluated for a token: a top-level request, or a call inside an execute."""
+
+    request: int  # the number (from 1) of the token's request that carried it, as counted by `requests`
+    method: str
+    params: dict[str, str]  # without the token
+    inner: bool = False  # inside an execute
+
+    @property
+    def random_id(self) -> int | None:
+        try:
+            return int(self.params["random_id"])
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclass(slots=True)
+class _SendRecord:
+    """What a (community, random_id) created: the peers its first send addressed and the message per peer."""
+
+    addressed: frozenset[int]
+    stored: dict[int, StoredMessage]
+
+
 class _ApiError(Exception):
     def __init__(self, code: int, msg: str | None = None, extra: dict[str, Any] | None = None) -> None:
         super().__init__(code)
@@ -186,7 +214,8 @@ class VkEmulator:
         self._clock = clock
         self._communities: dict[str, int] = {}
         self._chats: dict[int, _Chat] = {}
-        self._dedup: dict[tuple[int, int], dict[int, StoredMessage]] = {}
+        self._dedup: dict[tuple[int, int], _SendRecord] = {}
+        self._calls: dict[str, list[RecordedCall]] = {}
         self._message_ids: Counter[int] = Counter()
         self._windows: dict[str, deque[float]] = {}
         self._requests: Counter[str] = Counter()
@@ -264,6 +293,11 @@ class VkEmulator:
     def requests(self, token: str) -> int:
         """HTTP requests with this valid token that got past the rate limit (an execute counts once)."""
         return self._requests[token]
+
+    def calls(self, token: str, *, method: str | None = None) -> list[RecordedCall]:
+        """Every API call evaluated for this token, in order: the requests `requests` counts (an injected error
+        included) and the calls inside each execute, right after their execute."""
+        return [c for c in self._calls.get(token, []) if method is None or c.method == method]
 
     def sends(self, token: str) -> int:
         """messages.send calls evaluated for this token, top-level and inside execute."""
@@ -384,6 +418,7 @@ class VkEmulator:
                 raise _ApiError(5, _INVALID_TOKEN)
             self._check_rate(token)
             self._requests[token] += 1
+            self._record(token, method, params)
             fault = self._take_fault(("error",), method, params)
             if fault is not None:
                 raise _injected(fault.code)
@@ -396,6 +431,10 @@ class VkEmulator:
             payload: dict[str, Any] = {"error_code": error.code, "error_msg": error.msg, **error.extra}
             payload["request_params"] = _echo(method, params)
             return {"error": payload}
+
+    def _record(self, token: str, method: str, params: dict[str, str], *, inner: bool = False) -> None:
+        call = RecordedCall(self._requests[token], method, dict(params), inner)
+        self._calls.setdefault(token, []).append(call)
 
     def _check_rate(self, token: str) -> None:
         now = self._clock()
@@ -425,18 +464,24 @@ class VkEmulator:
         if not text and not params.get("attachment"):
             raise _ApiError(100, f"{_PARAM}: message is empty or invalid")
 
-        original = self._dedup.get((group_id, random_id)) if random_id else None
-        if original is not None:
-            first = next(iter(original.values()))
-            repeated = [_item(original.get(peer, first)) for peer in peers]
-            return repeated if array_form else repeated[0]["message_id"]
-
-        if len(text) > self.message_limit:
+        record = self._dedup.get((group_id, random_id)) if random_id else None
+        to_try = [p for p in peers if record is None or (p in record.addressed and p not in record.stored)]
+        if to_try and len(text) > self.message_limit:
             raise _ApiError(914)
 
         items: list[dict[str, Any]] = []
         stored: dict[int, StoredMessage] = {}
         for peer in peers:
+            original = record.stored.get(peer) if record is not None else None
+            if original is None:
+                original = stored.get(peer)  # the same peer twice in one peer_ids
+            if original is not None:
+                items.append(_item(original))
+                continue
+            if record is not None and peer not in record.addressed:
+                # a duplicate of a send to other peers: nothing new, the original message id
+                items.append({**_item(next(iter(record.stored.values()))), "peer_id": peer})
+                continue
             try:
                 chat = self._writable_chat(group_id, peer)
             except _ApiError as error:
@@ -458,7 +503,10 @@ class VkEmulator:
             stored[peer] = message
             items.append(_item(message))
         if random_id and stored:
-            self._dedup[(group_id, random_id)] = stored
+            if record is None:
+                self._dedup[(group_id, random_id)] = _SendRecord(frozenset(peers), stored)
+            else:
+                record.stored.update(stored)
         return items if array_form else items[0]["message_id"]
 
     def _peers(self, params: dict[str, str]) -> tuple[list[int], bool]:
@@ -524,6 +572,7 @@ class VkEmulator:
                 if not isinstance(args, dict):
                     raise _ApiError(13, f"{ERROR_MESSAGES[13]}: API call argument must be an object")
                 inner = {str(k): _vkscript_str(v) for k, v in args.items() if v is not None}
+                self._record(token, node.method, inner, inner=True)
                 try:
                     fault = self._take_fault(("error",), node.method, inner, inner=True)
                     if fault is not None:
