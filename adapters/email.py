@@ -63,7 +63,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy as email_policy
-from email.header import Header
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import Policy
@@ -363,8 +362,22 @@ def _to_header(name: str, target: str) -> str:
             return line + "\r\n"
     # A long name, or one that looks like an encoded word: the whole name as RFC 2047 words, folded between them,
     # so that a reader decodes exactly the name (and never an address hidden in an encoded word of it).
-    words = Header(name, "utf-8", maxlinelen=78, header_name="To").encode(linesep="\r\n")
-    return f"To: {words}\r\n <{target}>\r\n"
+    return f"To: {_encoded_words(name)}\r\n <{target}>\r\n"
+
+
+def _encoded_words(text: str) -> str:
+    """`text` as RFC 2047 "B" words of its UTF-8, folded between them, each of at most 45 bytes (a 72-character
+    word: with "To: " the first line stays within 78), never splitting a character."""
+    chunks: list[bytes] = []
+    chunk = b""
+    for ch in text:
+        encoded = ch.encode("utf-8", errors="replace")
+        if len(chunk) + len(encoded) > 45:
+            chunks.append(chunk)
+            chunk = b""
+        chunk += encoded
+    chunks.append(chunk)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks)
 
 
 def _encode_text(text: str) -> tuple[str, str]:
@@ -373,8 +386,8 @@ def _encode_text(text: str) -> tuple[str, str]:
     lines = text.splitlines()
     if text.isascii() and all(len(line) <= 78 for line in lines):
         return "7bit", "\r\n".join(lines) + "\r\n"
-    data = ("\r\n".join(lines) + "\r\n").encode("utf-8")
-    return "base64", base64.encodebytes(data).decode("ascii").replace("\n", "\r\n")
+    encoded = base64.b64encode(("\r\n".join(lines) + "\r\n").encode("utf-8")).decode("ascii")
+    return "base64", "".join(encoded[i : i + 76] + "\r\n" for i in range(0, len(encoded), 76))
 
 
 def _boundary(key: str, *bodies: str) -> str:
@@ -487,6 +500,7 @@ font-size:16px;line-height:1.5;color:#222222;">
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NOT_IN_URL = re.compile(r"[\s\x00-\x1f\x7f]")  # \s: whatever str.isspace() calls a space
 
 
 def _one_line(value: str) -> str:
@@ -506,7 +520,7 @@ def _body_text(value: str) -> str:
 def _web_url(value: str) -> str:
     """`value` if it is an absolute http(s) URL fit for a header and an href, else "" (it is left out)."""
     value = value.strip()
-    if not value or len(value) > 900 or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if not value or len(value) > 900 or _NOT_IN_URL.search(value):
         return ""
     try:
         parts = urlsplit(value)
