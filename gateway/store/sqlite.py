@@ -575,7 +575,7 @@ class SqliteStore(Store):
                          error_code = ?, last_error = ?, not_before = COALESCE(?, not_before),
                          lease_token = NULL, lease_until = NULL, updated_at = ?, finished_at = ?
                        WHERE id = ? AND lease_token = ?
-                       RETURNING announcement_id, channel, account, target""",
+                       RETURNING announcement_id, channel, account, target, attempts""",
                     (
                         r.status.value,
                         r.provider_id,
@@ -593,13 +593,14 @@ class SqliteStore(Store):
                 if row is None:
                     continue  # the lease ran out and someone else holds the delivery now
                 recorded += 1
-                attempt = conn.execute("SELECT attempts FROM deliveries WHERE id = ?", (r.delivery_id,)).fetchone()[0]
+                announcement_id, channel, account, target, attempt = row
                 conn.execute(
                     """INSERT INTO attempts (delivery_id, attempt, started_at, finished_at, outcome, error_code, error)
                        VALUES (?, ?, ?, ?, ?, ?, ?)""",
                     (r.delivery_id, attempt, ts(r.started_at), stamp, r.outcome, r.error_code, r.error),
                 )
-                announcement_id, channel, account, target = row
+                if not (r.dead_chat or r.alert or (r.fallback and channel != EMAIL)):
+                    continue
                 school_id = conn.execute(
                     "SELECT school_id FROM announcements WHERE id = ?", (announcement_id,)
                 ).fetchone()[0]
