@@ -7,7 +7,7 @@ posting an announcement, dispatching, reporting. Nothing here knows a wire forma
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,9 +16,9 @@ from adapters.ratelimit import Limiter, RateLimiters, Reservation, ReservingBuck
 from gateway import forwarding
 from gateway.chats import CheckResult, check_chats, effective_school
 from gateway.clock import Clock, SystemClock
-from gateway.config import Config, Settings
+from gateway.config import Config, Settings, class_window
 from gateway.dispatcher import Dispatcher
-from gateway.domain import EMAIL, AnnouncementRequest, ChatBinding, ChatKind, Group, Kind, School
+from gateway.domain import EMAIL, AnnouncementRequest, ChatBinding, ChatKind, Group, Kind, School, parse_class_name
 from gateway.errors import NotFound, PolicyViolation
 from gateway.estimate import Estimate, estimate
 from gateway.lint import Finding, lint
@@ -27,10 +27,13 @@ from gateway.policy import check_request
 from gateway.reports import Report, build_report
 from gateway.roster import Roster, guardian_key
 from gateway.store import open_store
-from gateway.store.base import AnnouncementRecord, Claimed, RosterChange, Store, TaskRow
-from schedules.windows import end_of_school_day, is_allowed, next_allowed
+from gateway.store.base import AnnouncementRecord, Claimed, ClassWindowRow, RosterChange, Store, TaskRow
+from schedules.windows import MessagingWindow, end_of_school_day, is_allowed, next_allowed
 
 log = logging.getLogger("zvonok")
+
+CONSOLE = "командная строка"
+"""Who the audit log names for a change made with `zvonok` on the server without `--by`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,10 @@ class Gateway:
         self.dispatcher = Dispatcher(
             store, self.channels, self.render, clock, config.settings.dispatch, allowed=self.allowed
         )
+        # run-time class windows as this process last read them: school id -> class name -> window
+        self._class_windows: dict[str, Mapping[str, MessagingWindow]] = {}
+        self._current: dict[str, tuple[School, Mapping[str, MessagingWindow], School]] = {}
+        self._window_listeners: list[Callable[[], None]] = []
 
     @classmethod
     async def open(
@@ -86,6 +93,7 @@ class Gateway:
         gateway.installation = await store.installation()
         for school in config.schools.values():
             await store.sync_chats(school, gateway.clock.now())
+        await gateway.refresh_class_windows()
         return gateway
 
     async def close(self) -> None:
@@ -108,9 +116,11 @@ class Gateway:
     # ------------------------------------------------------------------ announcements
 
     async def school_view(self, school_id: str) -> School:
-        """The school as configured, plus the chats the admin mapped from the bot's webhook."""
+        """The school as configured, with the class windows set at run time (read from the store now) and the
+        chats the admin mapped from the bot's webhook."""
         school = self.config.school(school_id)
-        return effective_school(school, await self.store.chats(school.id))
+        await self.class_windows(school.id)
+        return effective_school(self.current_school(school.id), await self.store.chats(school.id))
 
     async def preview(self, request: AnnouncementRequest, *, check_chats: bool = False) -> Preview:
         """What posting the request would do, checked against the rules, without committing anything.
@@ -205,13 +215,112 @@ class Gateway:
         """Forwarding tasks past their deadline: auto-forward or escalate, as each school says (gateway.forwarding)."""
         return await forwarding.handle_overdue(self)
 
+    # ------------------------------------------------------------------ class windows set at run time
+
+    def current_school(self, school_id: str | None) -> School:
+        """The school as configured, with the class windows set at run time as this process last read them: at
+        `school_view`, at a change made here, and every minute by the scheduler (schedules.jobs). What the
+        send-time check and the window-opening wake-ups use, without a store round trip per delivery."""
+        school = self.config.school(school_id)
+        windows = self._class_windows.get(school.id)
+        if not windows:
+            return school
+        cached = self._current.get(school.id)
+        if cached is None or cached[0] is not school or cached[1] is not windows:
+            cached = (school, windows, school.with_class_windows(windows))
+            self._current[school.id] = cached
+        return cached[2]
+
+    async def refresh_class_windows(self) -> bool:
+        """Read every school's run-time class windows from the store (another process may have changed them);
+        True, and the listeners told, when they changed."""
+        found: dict[str, dict[str, MessagingWindow]] = {}
+        for row in await self.store.class_windows():
+            found.setdefault(row.school_id, {})[row.class_name] = row.window
+        changed = False
+        for school_id in set(self._class_windows) | set(found):
+            changed |= self._remember_windows(school_id, found.get(school_id, {}))
+        if changed:
+            self._windows_changed()
+        return changed
+
+    async def class_windows(self, school_id: str) -> dict[str, ClassWindowRow]:
+        """The school's run-time class windows by class, read from the store now (and remembered)."""
+        rows = await self.store.class_windows(school_id)
+        if self._remember_windows(school_id, {r.class_name: r.window for r in rows}):
+            self._windows_changed()
+        return {r.class_name: r for r in rows}
+
+    def on_class_windows_changed(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` whenever this process learns that run-time class windows changed (the scheduler moves
+        its window-opening wake-ups); returns the function that stops it."""
+        self._window_listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._window_listeners:
+                self._window_listeners.remove(listener)
+
+        return stop
+
+    async def set_class_window(self, school_id: str, class_name: str, start: str, end: str, actor: str) -> School:
+        """Narrow (or change) a class's chat window at run time: "09:00", "18:00", whole minutes, inside the
+        school's window (InvalidInput in Russian otherwise); written to the audit log as `actor`. Who may do it
+        is the caller's business (`School.may_set_class_window`). Returns the school as it now is."""
+        school = self.config.school(school_id)
+        name = self.find_class(school, class_name)
+        window = class_window(start, end, school.window)
+        before = (await self.school_view(school.id)).window_for(name)
+        audit = f"окно рассылки чатов класса {name}: {window} (было {before})"
+        await self.store.set_class_window(school.id, name, window, actor, self.clock.now(), audit=audit)
+        return await self._window_changed_here(school.id, name)
+
+    async def reset_class_window(self, school_id: str, class_name: str, actor: str) -> tuple[School, bool]:
+        """Remove a class's run-time window (the school file's applies again); (the school as it now is, whether
+        there was one to remove)."""
+        school = self.config.school(school_id)
+        name = self.find_class(school, class_name)
+        before = (await self.school_view(school.id)).window_for(name)
+        after = school.window_for(name)
+        audit = f"окно рассылки чатов класса {name} сброшено: {after} по файлу школы (было {before})"
+        removed = await self.store.reset_class_window(school.id, name, actor, self.clock.now(), audit=audit)
+        return await self._window_changed_here(school.id, name), removed
+
+    async def _window_changed_here(self, school_id: str, class_name: str) -> School:
+        await self.class_windows(school_id)
+        view = self.current_school(school_id)
+        log.info("class %s of school %s: chat window now %s", class_name, school_id, view.window_for(class_name))
+        self.dispatcher.wake()  # deliveries it defers or lets go are looked at again
+        return view
+
+    @staticmethod
+    def find_class(school: School, raw: str) -> str:
+        """The school's class a name means ("7б", "7-Б" → "7Б"); NotFound when it has none such."""
+        parsed = parse_class_name(raw) if len(raw) <= 10 else None
+        if parsed is None or parsed[0] not in school.classes:
+            raise NotFound(f"класса «{raw[:10]}» нет в школе «{school.name}»")
+        return parsed[0]
+
+    def _remember_windows(self, school_id: str, windows: dict[str, MessagingWindow]) -> bool:
+        if dict(self._class_windows.get(school_id, {})) == windows:
+            return False
+        self._class_windows[school_id] = windows  # a new mapping: `current_school` sees it by identity
+        return True
+
+    def _windows_changed(self) -> None:
+        for listener in list(self._window_listeners):
+            try:
+                listener()
+            except Exception:  # a listener's failure must not undo a change already committed
+                log.exception("a class-window listener failed")
+
     # ------------------------------------------------------------------ windows at send time
 
     def allowed(self, claimed: Claimed, announcement: AnnouncementRecord, when: datetime) -> datetime:
-        """The earliest moment at or after `when` the delivery may go out (force majeure: at once)."""
+        """The earliest moment at or after `when` the delivery may go out (force majeure: at once). Class windows
+        set at run time count as this process last read them (`current_school`)."""
         if announcement.kind == Kind.FORCE_MAJEURE.value:
             return when
-        school = self.config.school(announcement.school_id)
+        school = self.current_school(announcement.school_id)
         if claimed.channel == EMAIL:
             if not school.email_in_window or claimed.note == Note.ESCALATION.value:
                 return when

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from gateway.app import Gateway, Preview
+from gateway.app import CONSOLE, Gateway, Preview
 from gateway.config import Config, load_config
 from gateway.domain import (
     FINAL_STATUSES,
@@ -34,6 +34,7 @@ from gateway.errors import InvalidInput, NotFound, PolicyViolation, Problem, Zvo
 from gateway.logs import setup_logging
 from gateway.reports import render_text
 from gateway.roster import read_roster
+from gateway.store.base import ClassWindowRow
 
 log = logging.getLogger("zvonok.cli")
 
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="работать как служба: рассылать всё, что пора отправить")
     with_config(serve)
 
-    staff = sub.add_parser("staff", help="сотрудники: пароль для входа на сайт, токен API для интеграций")
+    staff = sub.add_parser("staff", help="сотрудники: пароль для входа на сайт, токены API для интеграций")
     staff_sub = staff.add_subparsers(dest="staff_command", required=True, parser_class=_Parser)
     pwd = staff_sub.add_parser("password", help="задать пароль (спросит дважды; без терминала — строка из stdin)")
     tok = staff_sub.add_parser("token", help="выдать токен API (показывается один раз)")
@@ -173,6 +174,22 @@ def build_parser() -> argparse.ArgumentParser:
         with_config(p)
         p.add_argument("--school", help="id школы (если их несколько)")
         p.add_argument("id", help="id сотрудника из конфигурации школы")
+    toks = staff_sub.add_parser("tokens", help="токены API школы: чьи, для чего, действуют ли (сами токены не видны)")
+    rev = staff_sub.add_parser("revoke", help="отозвать токен API: он перестаёт действовать сразу")
+    rev.add_argument("id", type=int, help="номер токена (из zvonok staff tokens)")
+    for p in (toks, rev):
+        with_config(p)
+        p.add_argument("--school", help="id школы (если их несколько)")
+
+    cw = sub.add_parser(
+        "class-window", help="окно рассылки в чатах класса: показать, сузить (например 09:00-18:00) или сбросить"
+    )
+    with_config(cw)
+    cw.add_argument("--school", help="id школы (если их несколько)")
+    cw.add_argument("--class", dest="class_name", default="", help="класс, например 7Б (без него — все классы)")
+    cw.add_argument("window", nargs="?", default="", help="новое окно ЧЧ:ММ-ЧЧ:ММ, например 09:00-18:00")
+    cw.add_argument("--reset", action="store_true", help="сбросить: снова действует окно из файла школы")
+    cw.add_argument("--by", default="", help="кто меняет (id сотрудника; для журнала аудита и проверки прав)")
 
     worker = sub.add_parser(
         "worker", help="рассылка и периодические задачи без HTTP (процессов может быть несколько, с PostgreSQL)"
@@ -277,6 +294,8 @@ async def _run(args: argparse.Namespace) -> int:
             return await _serve(gateway)
         if args.command == "staff":
             return await _staff(gateway, args)
+        if args.command == "class-window":
+            return await _class_window(gateway, args)
         if args.command == "worker":
             return await _worker(gateway)
     finally:
@@ -586,10 +605,88 @@ async def _staff(gateway: Gateway, args: argparse.Namespace) -> int:
         member = await auth.set_password(gateway, args.school, args.id, password)
         print(f"Пароль сотрудника «{member.name}» ({member.id}) задан; его прежние сессии завершены.")
         return EXIT_OK
+    if args.staff_command == "tokens":
+        school = gateway.school(args.school)
+        rows = await gateway.store.api_tokens(school.id)
+        for row in rows:
+            owner = school.staff.get(row.staff_id)
+            who = f"{owner.name} ({row.staff_id})" if owner else row.staff_id
+            label = f" «{row.label}»" if row.label else ""
+            state = (
+                "действует"
+                if row.revoked_at is None
+                else f"отозван {row.revoked_at.astimezone(school.zone):%d.%m.%Y %H:%M}"
+            )
+            print(f"№ {row.id}{label} — {who}, выдан {row.created_at.astimezone(school.zone):%d.%m.%Y %H:%M}: {state}")
+        if not rows:
+            print("Токенов API нет.")
+        return EXIT_OK
+    if args.staff_command == "revoke":
+        school = gateway.school(args.school)
+        row, revoked = await auth.revoke_token(gateway, school, args.id, CONSOLE)
+        owner = school.staff.get(row.staff_id)
+        what = f"Токен API № {row.id}" + (f" «{row.label}»" if row.label else "")
+        what += f" ({owner.name if owner else row.staff_id})"
+        print(f"{what} отозван: он больше не действует." if revoked else f"{what} уже был отозван.")
+        return EXIT_OK
     member, token = await auth.create_token(gateway, args.school, args.id, args.label)
     print(f"Токен API для «{member.name}» ({member.role.label}); сохраните его, он показан один раз:")
     print(token)
     return EXIT_OK
+
+
+_WINDOW_ARG = re.compile(r"^\s*([^-–—\s]+)\s*[-–—]\s*([^-–—\s]+)\s*$")
+
+
+async def _class_window(gateway: Gateway, args: argparse.Namespace) -> int:
+    """Show, narrow or reset class chat windows; a running service applies a change within a minute."""
+    school = gateway.school(args.school)
+    if args.by and args.by not in school.staff:
+        raise NotFound(f"сотрудник «{args.by}» не описан в школе «{school.name}»")
+    actor = args.by or CONSOLE
+    if not args.class_name:
+        if args.window or args.reset:
+            raise InvalidInput([Problem("параметры", "укажите класс: --class 7Б", None, "--class")])
+        rows = await gateway.class_windows(school.id)
+        view = gateway.current_school(school.id)
+        print(f"Окно школы «{school.name}»: {school.window} ({school.zone}).")
+        for name in school.classes:
+            print(f"  {name}: {view.window_for(name)} — {_window_source(school, name, rows.get(name))}")
+        return EXIT_OK
+    name = gateway.find_class(school, args.class_name)
+    if args.by and not school.may_set_class_window(args.by, name):
+        raise PolicyViolation(
+            f"окно класса {name} меняет его классный руководитель, администрация школы или администратор"
+        )
+    if args.reset == bool(args.window):
+        raise InvalidInput(
+            [Problem("параметры", "укажите новое окно (например 09:00-18:00) или --reset, одно из двух", None, "окно")]
+        )
+    if args.reset:
+        view, removed = await gateway.reset_class_window(school.id, name, actor)
+        if removed:
+            print(f"Окно рассылки чатов класса {name} сброшено: действует {view.window_for(name)} (из файла школы).")
+        else:
+            print(f"У класса {name} не было заданного окна: действует {view.window_for(name)}.")
+    else:
+        m = _WINDOW_ARG.match(args.window)
+        if m is None:
+            raise InvalidInput(
+                [Problem("параметры", f"«{args.window}»: ожидается ЧЧ:ММ-ЧЧ:ММ, например 09:00-18:00", None, "окно")]
+            )
+        view = await gateway.set_class_window(school.id, name, m.group(1), m.group(2), actor)
+        print(f"Окно рассылки чатов класса {name}: {view.window_for(name)}; записано в журнал аудита.")
+    print("Работающая служба (zvonok serve, zvonok worker) применит изменение в течение минуты.")
+    return EXIT_OK
+
+
+def _window_source(school: School, name: str, row: ClassWindowRow | None) -> str:
+    if row is not None and school.window.contains(row.window):
+        setter = school.staff.get(row.set_by)
+        return f"задано ({setter.name if setter else row.set_by}, {row.set_at.astimezone(school.zone):%d.%m.%Y %H:%M})"
+    if school.classes[name].window is not None:
+        return "из файла школы"
+    return "окно школы"
 
 
 async def _worker(gateway: Gateway) -> int:

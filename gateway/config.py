@@ -274,6 +274,35 @@ def _window(doc: _Doc, value: Any, path: Path_) -> MessagingWindow | None:
     return window
 
 
+_HHMM = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def class_window(start: str, end: str, school_window: MessagingWindow, *, source: str = "запрос") -> MessagingWindow:
+    """A class's chat window from two wall-clock times ("09:00", "18:00"), checked as the school file's class
+    windows are: whole minutes (ЧЧ:ММ), the start before the end, inside the school's window. InvalidInput with a
+    Russian problem per field (`start`, `end`) otherwise."""
+    problems: list[Problem] = []
+    parsed: list[time] = []
+    for name, value in (("start", start), ("end", end)):
+        m = _HHMM.match(value) if isinstance(value, str) else None
+        if m is None or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+            shown = str(value)[:20]
+            problems.append(Problem(source, f"«{shown}» — не время в формате ЧЧ:ММ (например 09:00)", None, name))
+            continue
+        parsed.append(time(int(m.group(1)), int(m.group(2))))
+    if problems:
+        raise InvalidInput(problems)
+    opens, closes = parsed
+    if opens >= closes:
+        message = f"начало окна {opens:%H:%M} должно быть раньше конца {closes:%H:%M}"
+        raise InvalidInput([Problem(source, message, None, "start")])
+    window = MessagingWindow(opens, closes)
+    if not school_window.contains(window):
+        message = f"окно класса {window} должно лежать внутри окна рассылки школы {school_window}"
+        raise InvalidInput([Problem(source, message, None, "start" if opens < school_window.start else "end")])
+    return window
+
+
 # --------------------------------------------------------------------------------------------- loading
 
 

@@ -6,7 +6,8 @@ Plain frozen dataclasses and enums. They know nothing of files, SQL or wire form
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -166,6 +167,29 @@ class School:
         """The chat window of a class: the class teacher's narrower one, or the school's."""
         cls = self.classes.get(class_name)
         return cls.window if cls is not None and cls.window is not None else self.window
+
+    def with_class_windows(self, windows: Mapping[str, MessagingWindow]) -> School:
+        """The school with the class windows set at run time (kept in the store) in place of the configured ones.
+
+        A window of a class the school no longer has, or one no longer inside the school's window (the school
+        file changed since it was set), is left out: the configured class window, or the school's, applies."""
+        classes = dict(self.classes)
+        for name, window in windows.items():
+            cls = classes.get(name)
+            if cls is not None and cls.window != window and self.window.contains(window):
+                classes[name] = replace(cls, window=window)
+        return self if classes == self.classes else replace(self, classes=classes)
+
+    def may_set_class_window(self, staff_id: str, class_name: str) -> bool:
+        """Who may narrow a class's chat window: its class teacher; the director, the deputies and the IT admin
+        for any class of the school; nobody else."""
+        member = self.staff.get(staff_id)
+        cls = self.classes.get(class_name)
+        if member is None or cls is None:
+            return False
+        if member.role in (Role.DIRECTOR, Role.DEPUTY, Role.ADMIN):
+            return True
+        return member.role is Role.CLASS_TEACHER and cls.teacher == member.id
 
     def chats(self) -> list[ChatBinding]:
         out = [c for cls in self.classes.values() for c in cls.chats.values()]

@@ -16,7 +16,12 @@ the first process to fire in a block runs it.
 - window-open: at every messaging-window opening of every school and class (in the school's own time zone)
   each process wakes its own dispatcher, so deliveries held for the window go out at once instead of at the
   next poll. These stay per process, unclaimed: a wake-up only makes a dispatcher look for due work, which the
-  store hands out once however many look, and every process's dispatcher should look.
+  store hands out once however many look, and every process's dispatcher should look. A class's opening is
+  that of its window as set at run time (a class teacher narrowed it to 09:00–18:00) when there is one: the
+  wake-ups are moved whenever the process learns of a change (`Gateway.on_class_windows_changed`);
+- class-windows: every minute each process reads the run-time class windows again (one small query), so a
+  window set in another process (a web process, on a shared PostgreSQL) counts here within a minute, at send
+  time (`Gateway.allowed`) and for the wake-ups. Per process and unclaimed, like the wake-ups.
 
 The store keeps the work itself exactly-once as well (a task is escalated or forwarded once however many
 processes try), so the ticks save duplicate effort and duplicate provider requests (health checks), not
@@ -29,10 +34,12 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -46,6 +53,8 @@ OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 DEADLINES_EVERY = timedelta(minutes=1)
 HEALTH_EVERY = timedelta(hours=6)
+CLASS_WINDOWS_EVERY = timedelta(minutes=1)
+OPENING_PREFIX = "window-open:"
 
 
 def period_key(fired: datetime, every: timedelta) -> str:
@@ -76,19 +85,54 @@ async def once_per_period(gateway: Gateway, job: str, every: timedelta, body: Ca
     return True
 
 
-def start_scheduler(gateway: Gateway) -> AsyncIOScheduler:
-    """Start the jobs on the running event loop; the caller shuts the scheduler down."""
-    scheduler = AsyncIOScheduler()
-    for school in gateway.config.schools.values():
+def opening_jobs(gateway: Gateway) -> dict[str, tuple[time, ZoneInfo]]:
+    """The window-opening wake-ups the schools need now: job id -> (local time, zone). Every school's window and
+    every class's (as set at run time, else as configured) opening, once per school and time."""
+    jobs: dict[str, tuple[time, ZoneInfo]] = {}
+    for school_id in gateway.config.schools:
+        school = gateway.current_school(school_id)
         openings = {school.window.start} | {c.window.start for c in school.classes.values() if c.window}
-        for opening in sorted(openings):
+        for opening in openings:
+            jobs[f"{OPENING_PREFIX}{school.id}:{opening:%H%M}"] = (opening, school.zone)
+    return jobs
+
+
+def schedule_openings(scheduler: AsyncIOScheduler, gateway: Gateway) -> None:
+    """Make the scheduler's window-opening wake-ups those `opening_jobs` says: add the missing, drop the stale."""
+    wanted = opening_jobs(gateway)
+    for job in scheduler.get_jobs():
+        if job.id.startswith(OPENING_PREFIX) and job.id not in wanted:
+            job.remove()
+    for job_id, (opening, zone) in sorted(wanted.items()):
+        if scheduler.get_job(job_id) is None:
             scheduler.add_job(
                 gateway.dispatcher.wake,
-                CronTrigger(hour=opening.hour, minute=opening.minute, timezone=school.zone),
-                id=f"window-open:{school.id}:{opening:%H%M}",
+                CronTrigger(hour=opening.hour, minute=opening.minute, timezone=zone),
+                id=job_id,
                 misfire_grace_time=600,
                 coalesce=True,
             )
+
+
+def start_scheduler(gateway: Gateway) -> AsyncIOScheduler:
+    """Start the jobs on the running event loop; the caller shuts the scheduler down."""
+    scheduler = AsyncIOScheduler()
+    schedule_openings(scheduler, gateway)
+
+    def windows_changed() -> None:
+        if scheduler.state == STATE_STOPPED:  # shut down: nothing more to move
+            stop_listening()
+            return
+        schedule_openings(scheduler, gateway)
+
+    stop_listening = gateway.on_class_windows_changed(windows_changed)
+
+    async def class_windows() -> None:
+        try:
+            if await gateway.refresh_class_windows():
+                log.info("class windows changed elsewhere: window openings rescheduled")
+        except Exception:  # a store hiccup: the windows read last stay in force, and the next run reads again
+            log.exception("could not read the class windows")
 
     async def deadlines() -> None:
         try:
@@ -120,5 +164,12 @@ def start_scheduler(gateway: Gateway) -> AsyncIOScheduler:
         coalesce=True,
     )
     scheduler.add_job(health_tick, IntervalTrigger(hours=6), id="chat-health", coalesce=True)
+    scheduler.add_job(
+        class_windows,
+        IntervalTrigger(seconds=int(CLASS_WINDOWS_EVERY.total_seconds())),
+        id="class-windows",
+        coalesce=True,
+        max_instances=1,
+    )
     scheduler.start()
     return scheduler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,103 @@ def test_forwarding_and_audit_from_the_command_line(capsys: pytest.CaptureFixtur
     assert "Будет записано в журнал аудита: форс-мажор: прорыв трубы;" in out
     code, out, _ = run(capsys, "audit", "--config", str(cfg))
     assert "Директорова Анна объявление № 2: форс-мажор: прорыв трубы;" in out
+
+
+def store_read(db: Path, what: str) -> object:
+    async def read() -> object:
+        store = await SqliteStore.open(db)
+        try:
+            if what == "windows":
+                return {r.class_name: (str(r.window), r.set_by) for r in await store.class_windows("s1")}
+            if what == "audit":
+                return [(a.actor, a.action, a.details) for a in await store.audit_log("s1")]
+            return [(t.id, t.staff_id, t.revoked_at is not None) for t in await store.api_tokens("s1")]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_class_window_narrows_shows_and_resets(capsys: pytest.CaptureFixture[str], cfg: Path, tmp_path: Path) -> None:
+    base = ["class-window", "--config", str(cfg)]
+    code, out, _ = run(capsys, *base)
+    assert code == 0
+    assert "Окно школы «Школа № 1»: 08:00–19:00 (Asia/Yekaterinburg)." in out
+    assert "  5А: 08:00–19:00 — окно школы" in out and "  7Б: 09:00–18:00 — из файла школы" in out
+    code, out, _ = run(capsys, *base, "--class", "5а", "09:00-18:00", "--by", "kt5a")
+    assert code == 0, out
+    assert "Окно рассылки чатов класса 5А: 09:00–18:00; записано в журнал аудита." in out
+    assert "применит изменение в течение минуты" in out
+    assert store_read(tmp_path / "z.db", "windows") == {"5А": ("09:00–18:00", "kt5a")}
+    code, out, _ = run(capsys, *base)
+    assert re.search(r"  5А: 09:00–18:00 — задано \(Классова Вера, \d\d\.\d\d\.\d{4} \d\d:\d\d\)\n", out), out
+    code, out, _ = run(capsys, *base, "--class", "7Б", "10:00 – 17:30")  # on the server, without --by
+    assert code == 0
+    assert store_read(tmp_path / "z.db", "windows") == {
+        "5А": ("09:00–18:00", "kt5a"),
+        "7Б": ("10:00–17:30", "командная строка"),
+    }
+    code, out, _ = run(capsys, *base, "--class", "5А", "--reset", "--by", "dep")
+    assert code == 0
+    assert "Окно рассылки чатов класса 5А сброшено: действует 08:00–19:00 (из файла школы)." in out
+    code, out, _ = run(capsys, *base, "--class", "5А", "--reset")
+    assert code == 0 and "У класса 5А не было заданного окна: действует 08:00–19:00." in out
+    assert [(actor, action) for actor, action, _ in store_read(tmp_path / "z.db", "audit")] == [  # type: ignore[misc]
+        ("dep", "class_window"),
+        ("командная строка", "class_window"),
+        ("kt5a", "class_window"),
+    ]
+    code, out, _ = run(capsys, "audit", "--config", str(cfg))
+    assert "Классова Вера: окно рассылки чатов класса 5А: 09:00–18:00 (было 08:00–19:00)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["--class", "7Б", "09:00-18:00", "--by", "kt5a"], 3, "окно класса 7Б меняет его классный руководитель"),
+        (["--class", "5А", "09:00-18:00", "--by", "t-nobody"], 4, "сотрудник «t-nobody» не описан"),
+        (["--class", "5А", "07:00-18:00"], 2, "окно класса 07:00–18:00 должно лежать внутри окна рассылки школы"),
+        (["--class", "5А", "18:00-09:00"], 2, "начало окна 18:00 должно быть раньше конца 09:00"),
+        (["--class", "5А", "с девяти"], 2, "«с девяти»: ожидается ЧЧ:ММ-ЧЧ:ММ"),
+        (["--class", "5А"], 2, "укажите новое окно (например 09:00-18:00) или --reset"),
+        (["--class", "5А", "09:00-18:00", "--reset"], 2, "одно из двух"),
+        (["09:00-18:00"], 2, "укажите класс: --class 7Б"),
+        (["--class", "9Я", "09:00-18:00"], 4, "класса «9Я» нет в школе"),
+    ],
+    ids=["other class", "unknown staff", "outside", "backwards", "not a window", "nothing", "both", "no class", "9Я"],
+)
+def test_class_window_refusals(
+    capsys: pytest.CaptureFixture[str], cfg: Path, tmp_path: Path, args: list[str], code: int, fragment: str
+) -> None:
+    got, _, err = run(capsys, "class-window", "--config", str(cfg), *args)
+    assert (got, fragment in err) == (code, True), err
+    assert store_read(tmp_path / "z.db", "windows") == {}
+
+
+def test_staff_tokens_lists_without_secrets_and_revoke_ends_one(
+    capsys: pytest.CaptureFixture[str], cfg: Path, tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "staff", "tokens", "--config", str(cfg))
+    assert (code, out.strip()) == (0, "Токенов API нет.")
+    tokens = []
+    for staff_id, label in (("dep", "журнал"), ("it", "")):
+        code, out, _ = run(capsys, "staff", "token", "--config", str(cfg), staff_id, "--label", label)
+        assert code == 0
+        tokens.append(out.strip().splitlines()[-1])
+    code, out, _ = run(capsys, "staff", "tokens", "--config", str(cfg))
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("№ 1 «журнал» — Завучева Ольга (dep), выдан ")
+    assert lines[0].endswith(": действует") and lines[1].startswith("№ 2 — Админов Иван (it), выдан ")
+    assert all(token not in out for token in tokens) and "zv_" not in out
+    code, out, _ = run(capsys, "staff", "revoke", "--config", str(cfg), "1")
+    assert (code, out.strip()) == (0, "Токен API № 1 «журнал» (Завучева Ольга) отозван: он больше не действует.")
+    code, out, _ = run(capsys, "staff", "revoke", "--config", str(cfg), "1")
+    assert (code, out.strip()) == (0, "Токен API № 1 «журнал» (Завучева Ольга) уже был отозван.")
+    code, _, err = run(capsys, "staff", "revoke", "--config", str(cfg), "7")
+    assert code == 4 and "токен API № 7 не найден" in err
+    assert store_read(tmp_path / "z.db", "tokens") == [(1, "dep", True), (2, "it", False)]
+    code, out, _ = run(capsys, "staff", "tokens", "--config", str(cfg))
+    assert ": отозван " in out.splitlines()[0] and out.splitlines()[1].endswith(": действует")
+    [entry] = store_read(tmp_path / "z.db", "audit")  # type: ignore[misc]
+    assert entry == ("командная строка", "token_revoke", "отозван токен API № 1 «журнал» сотрудника Завучева Ольга")

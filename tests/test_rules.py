@@ -1,5 +1,6 @@
-"""The school's rules end to end, with an injected clock: windows, force majeure and its audit, one message
-rather than many, retries that slip past the window, and forwarding by class teachers.
+"""The school's rules end to end, with an injected clock: windows (class windows set at run time too, and the
+wake-ups at their openings), force majeure and its audit, one message rather than many, retries that slip past
+the window, and forwarding by class teachers.
 
 The school (tests/data.py) is in Asia/Yekaterinburg (UTC+5): 5А has MAX chats, 5Б a VK parents' chat, 7Б none.
 """
@@ -7,14 +8,18 @@ The school (tests/data.py) is in Asia/Yekaterinburg (UTC+5): 5А has MAX chats, 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 
+from gateway.app import Gateway
 from gateway.clock import ManualClock
 from gateway.domain import AnnouncementRequest, Audience, Group, Kind, Status
-from gateway.errors import PolicyViolation
+from gateway.errors import InvalidInput, NotFound, PolicyViolation
+from schedules.jobs import start_scheduler
+from schedules.windows import MessagingWindow
 from tests.data import SCHOOL_YAML
 from tests.world import World, running_world
 
@@ -125,6 +130,116 @@ async def test_a_class_window_holds_only_that_class(tmp_path: Path, clock: Manua
         clock.set(local(24, 9))
         await world.deliver()
         assert len(chat_texts(world)["5А parents"]) == 1
+
+
+async def test_a_window_narrowed_in_another_process_holds_what_was_planned_before(
+    world: World, clock: ManualClock
+) -> None:
+    clock.set(MON_21)
+    await world.post(parallels=frozenset({5}))  # the chats wait for Tuesday 08:00
+    other = await Gateway.open(world.gateway.config, clock=clock)  # another process on the same store
+    try:
+        await other.set_class_window("s1", "5А", "09:00", "18:00", "kt5a")
+    finally:
+        await other.close()
+    assert await world.gateway.refresh_class_windows()  # what this process's per-minute job does
+    assert not await world.gateway.refresh_class_windows()  # nothing new since
+    clock.set(TUE_0800)
+    await world.deliver()
+    assert chat_texts(world)["5А parents"] == [] and len(chat_texts(world)["5Б parents"]) == 1
+    clock.set(local(24, 9))
+    await world.deliver()
+    assert len(chat_texts(world)["5А parents"]) == 1
+
+
+async def test_planning_reads_a_window_set_in_another_process_at_once(world: World, clock: ManualClock) -> None:
+    narrow = MessagingWindow(time(9), time(18))
+    await world.gateway.store.set_class_window("s1", "5А", narrow, "kt5a", clock.now(), audit="в другом процессе")
+    clock.set(MON_21)
+    request = AnnouncementRequest(
+        "s1", "dep", Kind.GENERAL, "Собрание", "В среду в 18:00.",
+        Audience(frozenset({Group.PARENTS}), parallels=frozenset({5})),
+    )  # fmt: skip
+    preview = await world.gateway.preview(request)  # no minute's wait: planning reads the windows itself
+    held = {d.class_name: d.not_before for d in preview.plan.deliveries if d.channel != "email"}
+    assert held == {"5А": local(24, 9), "5Б": TUE_0800}
+
+
+async def test_a_class_window_set_at_run_time_plans_estimates_and_sets_deadlines(
+    world: World, clock: ManualClock
+) -> None:
+    gateway = world.gateway
+    school = await gateway.set_class_window("s1", "5а", "10:00", "17:00", "kt5a")
+    assert school.window_for("5А") == MessagingWindow(time(10), time(17))
+    assert school.window_for("7Б") == MessagingWindow(time(9), time(18))  # its school-file window stays
+    clock.set(local(24, 8, 30))
+    request = AnnouncementRequest(
+        "s1", "dep", Kind.GENERAL, "Собрание", "В среду в 18:00.",
+        Audience(frozenset({Group.PARENTS}), parallels=frozenset({5})), via_class_teachers=True,
+    )  # fmt: skip
+    preview = await gateway.preview(request)
+    assert {t.class_name: t.deadline for t in preview.plan.tasks} == {"5А": local(24, 17), "5Б": local(24, 19)}
+    direct = await gateway.preview(replace(request, via_class_teachers=False))
+    held = {d.class_name: d.not_before for d in direct.plan.deliveries if d.channel != "email"}
+    assert held == {"5А": local(24, 10), "5Б": local(24, 8, 30)}
+    assert direct.estimate.last is not None and direct.estimate.last >= local(24, 10)
+    view, removed = await gateway.reset_class_window("s1", "5А", "dir")
+    assert removed and view.window_for("5А") == view.window
+    assert (await gateway.reset_class_window("s1", "5А", "dir"))[1] is False
+    entries = await gateway.store.audit_log("s1")
+    assert [(e.actor, e.action) for e in entries] == [("dir", "class_window"), ("kt5a", "class_window")]
+    assert entries[1].details == "окно рассылки чатов класса 5А: 10:00–17:00 (было 08:00–19:00)"
+    assert entries[0].details == "окно рассылки чатов класса 5А сброшено: 08:00–19:00 по файлу школы (было 10:00–17:00)"
+
+
+async def test_a_class_window_must_be_whole_minutes_inside_the_school_window(world: World) -> None:
+    cases = [
+        ("07:30", "18:00", "start", "должно лежать внутри окна рассылки школы 08:00–19:00"),
+        ("09:00", "19:30", "end", "должно лежать внутри окна рассылки школы 08:00–19:00"),
+        ("18:00", "09:00", "start", "начало окна 18:00 должно быть раньше конца 09:00"),
+        ("09:00:30", "18:00", "start", "не время в формате ЧЧ:ММ"),
+        ("9", "18:00", "start", "не время в формате ЧЧ:ММ"),
+        ("09:00", "24:00", "end", "не время в формате ЧЧ:ММ"),
+    ]
+    for start, end, field, message in cases:
+        with pytest.raises(InvalidInput) as caught:
+            await world.gateway.set_class_window("s1", "5А", start, end, "kt5a")
+        [problem] = caught.value.problems
+        assert (problem.field, message in problem.message) == (field, True), (start, end, problem)
+    with pytest.raises(NotFound, match="класса «9Я» нет"):
+        await world.gateway.set_class_window("s1", "9Я", "09:00", "18:00", "dep")
+    assert await world.gateway.store.class_windows() == [] and await world.gateway.store.audit_log("s1") == []
+
+
+async def test_window_openings_follow_the_class_windows(world: World, clock: ManualClock) -> None:
+    gateway = world.gateway
+    scheduler = start_scheduler(gateway)
+    scheduler.pause()  # the test looks at the jobs; it does not wait for them
+
+    def openings() -> list[str]:
+        return sorted(j.id for j in scheduler.get_jobs() if j.id.startswith("window-open:"))
+
+    try:
+        assert openings() == ["window-open:s1:0800", "window-open:s1:0900"]  # the school's, 7Б's configured one
+        await gateway.set_class_window("s1", "5А", "10:30", "18:00", "kt5a")
+        assert openings() == ["window-open:s1:0800", "window-open:s1:0900", "window-open:s1:1030"]
+        job = scheduler.get_job("window-open:s1:1030")
+        assert job is not None and job.trigger.get_next_fire_time(None, local(24, 9)) == local(24, 10, 30)
+        await gateway.set_class_window("s1", "7Б", "10:30", "17:00", "kt7b")  # nobody opens at 09:00 any more
+        assert openings() == ["window-open:s1:0800", "window-open:s1:1030"]
+        await gateway.reset_class_window("s1", "5А", "dir")
+        assert openings() == ["window-open:s1:0800", "window-open:s1:1030"]  # 7Б still opens at 10:30
+        # another process resets 7Б: this one hears of it at its next class-windows run
+        await gateway.store.reset_class_window("s1", "7Б", "dir", clock.now(), audit="сброшено в другом процессе")
+        assert openings() == ["window-open:s1:0800", "window-open:s1:1030"]
+        refresh = scheduler.get_job("class-windows")
+        assert refresh is not None and refresh.trigger.interval == timedelta(minutes=1)
+        await refresh.func()
+        assert openings() == ["window-open:s1:0800", "window-open:s1:0900"]
+    finally:
+        scheduler.shutdown(wait=False)
+    await gateway.set_class_window("s1", "5А", "10:30", "18:00", "kt5a")  # a stopped scheduler is left alone:
+    assert openings() == []  # nothing queued on it for a start that never comes
 
 
 async def test_announcements_waiting_for_the_same_opening_are_one_message(world: World, clock: ManualClock) -> None:

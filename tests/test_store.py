@@ -11,7 +11,7 @@ import textwrap
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,6 +30,7 @@ from gateway.store import postgres as pg
 from gateway.store.base import Claimed, Result, Store, TaskRow
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore, migrations
+from schedules.windows import MessagingWindow
 from tests.conftest import PgSchemas
 from tests.data import ROSTER_CSV
 
@@ -869,6 +870,83 @@ async def test_add_audit_writes_one_line(store: Store, clock: ManualClock) -> No
         None,
         clock.now(),
     )
+
+
+async def test_api_tokens_of_a_school_are_listed_with_their_revocation(store: Store, clock: ManualClock) -> None:
+    assert await store.api_tokens("s1") == []
+    made = clock.now()
+    first = await store.create_api_token("t-hash-1", "s1", "dep", "журнал", made)
+    clock.advance(60)
+    second = await store.create_api_token("t-hash-2", "s1", "it", "", clock.now())
+    await store.create_api_token("t-hash-3", "s2", "dep", "другая школа", clock.now())
+    rows = await store.api_tokens("s1")
+    assert [(r.id, r.school_id, r.staff_id, r.label, r.created_at, r.revoked_at) for r in rows] == [
+        (first, "s1", "dep", "журнал", made, None),
+        (second, "s1", "it", "", clock.now(), None),
+    ]
+    assert "t-hash" not in repr(rows)  # a listing never carries what logs in
+    clock.advance(60)
+    assert await store.revoke_api_token(first, clock.now())
+    rows = await store.api_tokens("s1")
+    assert [(r.id, r.revoked_at) for r in rows] == [(first, clock.now()), (second, None)]  # revoked ones stay listed
+    assert await store.api_token("t-hash-1") is None and await store.api_token("t-hash-2") is not None
+    assert [r.label for r in await store.api_tokens("s2")] == ["другая школа"]
+    assert await store.api_tokens("s3") == []
+
+
+async def test_class_windows_are_set_replaced_reset_and_audited(store: Store, clock: ManualClock) -> None:
+    assert await store.class_windows() == []
+    narrow = MessagingWindow(time(9), time(18))
+    await store.set_class_window("s1", "7Б", narrow, "kt7b", clock.now(), audit="окно 7Б: 09:00–18:00")
+    other = MessagingWindow(time(8, 30), time(17, 45))
+    await store.set_class_window("s2", "5А", other, "kt", clock.now(), audit="окно 5А другой школы")
+    [row] = await store.class_windows("s1")
+    assert (row.school_id, row.class_name, row.window, row.set_by, row.set_at) == (
+        "s1",
+        "7Б",
+        narrow,
+        "kt7b",
+        clock.now(),
+    )
+    assert [(r.school_id, r.class_name, r.window) for r in await store.class_windows()] == [
+        ("s1", "7Б", narrow),
+        ("s2", "5А", other),
+    ]
+    clock.advance(60)
+    wider = MessagingWindow(time(8, 15), time(18, 30))
+    await store.set_class_window("s1", "7Б", wider, "dep", clock.now(), audit="окно 7Б: 08:15–18:30")
+    [row] = await store.class_windows("s1")  # replaced, not added
+    assert (row.window, row.set_by, row.set_at) == (wider, "dep", clock.now())
+    clock.advance(60)
+    assert await store.reset_class_window("s1", "7Б", "dir", clock.now(), audit="окно 7Б сброшено")
+    clock.advance(60)
+    assert not await store.reset_class_window("s1", "7Б", "dir", clock.now(), audit="нечего сбрасывать")
+    assert await store.class_windows("s1") == []
+    assert [r.class_name for r in await store.class_windows()] == ["5А"]
+    audit = await store.audit_log("s1")
+    assert [(a.actor, a.action, a.details, a.announcement_id) for a in audit] == [
+        ("dir", "class_window", "окно 7Б сброшено", None),
+        ("dep", "class_window", "окно 7Б: 08:15–18:30", None),
+        ("kt7b", "class_window", "окно 7Б: 09:00–18:00", None),
+    ]
+    with pytest.raises(ValueError, match="whole minutes"):  # the store keeps HH:MM only
+        await store.set_class_window(
+            "s1", "7Б", MessagingWindow(time(9, 0, 30), time(18)), "dep", clock.now(), audit="не запишется"
+        )
+    assert await store.class_windows("s1") == []
+    assert len(await store.audit_log("s1")) == 3
+
+
+async def test_a_class_window_change_and_its_audit_line_commit_together(store: Store, clock: ManualClock) -> None:
+    narrow = MessagingWindow(time(9), time(18))
+    with pytest.raises(INTEGRITY_ERRORS):  # the audit line cannot be written (no text): nor is the window set
+        await store.set_class_window("s1", "7Б", narrow, "kt7b", clock.now(), audit=None)  # type: ignore[arg-type]
+    assert await store.class_windows() == [] and await store.audit_log("s1") == []
+    await store.set_class_window("s1", "7Б", narrow, "kt7b", clock.now(), audit="окно 7Б: 09:00–18:00")
+    with pytest.raises(INTEGRITY_ERRORS):
+        await store.reset_class_window("s1", "7Б", "dir", clock.now(), audit=None)  # type: ignore[arg-type]
+    assert [r.window for r in await store.class_windows("s1")] == [narrow]
+    assert len(await store.audit_log("s1")) == 1
 
 
 # ---------------------------------------------------------------------- SQLite only

@@ -11,15 +11,17 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import jsonschema
 import pytest
 from aiohttp import web
 
 from gateway.clock import ManualClock
+from gateway.domain import Status
 from gateway.web import auth, links
 from gateway.web.app import make_app
 from gateway.web.openapi import SCHEMAS, document
@@ -55,6 +57,7 @@ ALL_STAFF = {"director", "deputy", "class_teacher", "teacher", "admin"}
 AUTHORS = {"director", "deputy", "class_teacher"}
 ADMINISTRATION = {"director", "deputy"}
 IT = {"admin"}
+WINDOWS = ADMINISTRATION | {"class_teacher"} | IT
 PUBLIC = set(ROLES)
 
 # Written out here, apart from the app's own table: what each role may do (DESIGN.md's users table).
@@ -77,6 +80,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/roster"): IT,
     ("GET", "/api/audit"): ADMINISTRATION,
     ("GET", "/api/alerts"): ADMINISTRATION | IT,
+    ("GET", "/api/classes"): WINDOWS,
+    ("PUT", "/api/classes/{name}/window"): WINDOWS,
+    ("DELETE", "/api/classes/{name}/window"): WINDOWS,
+    ("GET", "/api/tokens"): ALL_STAFF,
+    ("DELETE", "/api/tokens/{id}"): ALL_STAFF,
     ("GET", "/"): ALL_STAFF,
     ("GET", "/login"): PUBLIC,
     ("POST", "/login"): PUBLIC,
@@ -95,6 +103,9 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/roster/apply"): IT,
     ("GET", "/audit"): ADMINISTRATION,
     ("GET", "/alerts"): ADMINISTRATION | IT,
+    ("GET", "/settings"): ALL_STAFF,
+    ("POST", "/settings/classes/{name}/window"): WINDOWS,
+    ("POST", "/settings/tokens/{id}/revoke"): ALL_STAFF,
     ("GET", "/p/ack/{token}"): PUBLIC,
     ("POST", "/p/ack/{token}"): PUBLIC,
     ("GET", "/p/unsubscribe/{token}"): PUBLIC,
@@ -114,6 +125,7 @@ def concrete(path: str, announcement_id: int, task_id: int, token: str) -> str:
         path.replace("{id}", str(task_id if path.startswith(("/api/tasks", "/tasks")) else announcement_id))
         .replace("{token}", token)
         .replace("{school_id}", "s1")
+        .replace("{name}", "5А")  # the class teacher's own class: another class's is refused by the handler
         .replace("/static", "/static/style.css")
     )
 
@@ -702,3 +714,268 @@ async def test_an_https_public_url_makes_the_session_cookie_secure(web_world: We
             assert r.status == 303 and cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Lax"
     finally:
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------------- class windows, API tokens, settings
+
+
+def local(day: int, hour: int, minute: int = 0) -> datetime:
+    """A moment of November 2026 in the test school's zone (UTC+5), as UTC."""
+    return datetime(2026, 11, day, hour, minute, tzinfo=UTC) - timedelta(hours=5)
+
+
+async def eventually(check: Any, what: str) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+NARROW = {"start": "09:00", "end": "18:00"}
+
+
+async def test_a_class_teacher_narrows_her_class_window_and_only_her_class_waits(web_world: WebWorld) -> None:
+    w = web_world
+    clock: ManualClock = w.gateway.clock
+    clock.set(local(24, 7))  # Tuesday, before school
+    kt5a, dep = await w.session("kt5a"), await w.session("dep")
+    async with await kt5a.send("PUT", "/api/classes/5А/window", json=NARROW) as r:
+        assert r.status == 200, await r.text()
+        changed = await r.json()
+    assert (changed["name"], changed["window"], changed["source"]) == ("5А", NARROW, "class")
+    assert (changed["override"]["set_by_name"], changed["override"]["applied"]) == ("Классова Вера", True)
+    clock.set(local(24, 8, 30))
+    body = {**ANNOUNCEMENT, "parallels": [5], "groups": ["parents", "students"]}
+    async with await dep.post("/api/announcements", json=body) as r:
+        assert r.status == 201
+        created = await r.json()
+    assert datetime.fromisoformat(created["preview"]["held_until"]) == local(24, 9)
+    rows = await w.gateway.store.deliveries(created["id"])
+    assert {d.target: d.not_before for d in rows if d.channel == "max"} == {"-501": local(24, 9), "-502": local(24, 9)}
+    w.gateway.dispatcher.wake()
+    await eventually(lambda: len(w.world.vk.messages(2000000001)) == 1, "5Б's chat has it at 08:30")
+    await eventually(lambda: w.world.letters() == {"anna@mail.test": 1}, "the letter went at once")
+    assert w.world.max.messages(-501) == [] and w.world.max.messages(-502) == []
+    assert {d.status for d in await w.gateway.store.deliveries(created["id"]) if d.channel == "max"} == {Status.PENDING}
+    clock.set(local(24, 9))
+    w.gateway.dispatcher.wake()
+    await eventually(lambda: len(w.world.max.messages(-501)) == len(w.world.max.messages(-502)) == 1, "5А at 09:00")
+    async with await dep.get("/api/audit") as r:
+        entries = (await r.json())["entries"]
+    assert [(e["action"], e["actor"], e["actor_name"], e["details"]) for e in entries] == [
+        ("class_window", "kt5a", "Классова Вера", "окно рассылки чатов класса 5А: 09:00–18:00 (было 08:00–19:00)")
+    ]
+    async with await kt5a.send("DELETE", "/api/classes/5А/window") as r:
+        assert r.status == 200
+        reset = await r.json()
+    assert reset["removed"] and (reset["class"]["window"], reset["class"]["source"]) == (
+        {"start": "08:00", "end": "19:00"},
+        "school",
+    )
+    assert reset["class"]["override"] is None
+    async with await kt5a.send("DELETE", "/api/classes/5А/window") as r:
+        assert r.status == 200 and (await r.json())["removed"] is False
+    assert await w.gateway.store.class_windows() == []
+    async with await dep.get("/api/audit") as r:
+        details = [e["details"] for e in (await r.json())["entries"]]
+    assert details[0] == "окно рассылки чатов класса 5А сброшено: 08:00–19:00 по файлу школы (было 09:00–18:00)"
+    assert len(details) == 2  # the second reset changed nothing and wrote nothing
+
+
+async def test_class_windows_are_each_class_teachers_own_and_errors_are_russian(web_world: WebWorld) -> None:
+    w = web_world
+    kt5a, dep, it, t1 = [await w.session(s) for s in ("kt5a", "dep", "it", "t1")]
+    async with await kt5a.get("/api/classes") as r:
+        mine = await r.json()
+    assert [c["name"] for c in mine["classes"]] == ["5А"]
+    assert mine["school_window"] == {"start": "08:00", "end": "19:00"}
+    async with await dep.get("/api/classes") as r:
+        every = {c["name"]: (c["window"]["start"], c["source"], c["may_change"]) for c in (await r.json())["classes"]}
+    assert every == {"5А": ("08:00", "school", True), "5Б": ("08:00", "school", True), "7Б": ("09:00", "config", True)}
+    async with await t1.get("/api/classes") as r:
+        assert r.status == 403
+    for method in ("PUT", "DELETE"):  # another class's window: refused, in Russian
+        async with await kt5a.send(method, "/api/classes/7Б/window", json=NARROW) as r:
+            body = await r.json()
+            assert r.status == 403 and body["code"] == "forbidden", body
+            assert body["error"].startswith("окно рассылки класса 7Б меняет его классный руководитель")
+    cases: list[tuple[Any, str, str]] = [
+        ({"start": "07:00", "end": "18:00"}, "start", "окно класса 07:00–18:00 должно лежать внутри окна рассылки"),
+        ({"start": "09:00", "end": "19:30"}, "end", "должно лежать внутри окна рассылки школы 08:00–19:00"),
+        ({"start": "18:00", "end": "09:00"}, "start", "начало окна 18:00 должно быть раньше конца 09:00"),
+        ({"start": "9 утра", "end": "18:00"}, "start", "не время в формате ЧЧ:ММ"),
+        ({"start": "09:00:30", "end": "18:00"}, "start", "не время в формате ЧЧ:ММ"),
+        ({"start": "09:00"}, "end", "обязательное поле не заполнено"),
+        ({"start": 9, "end": 18}, "start", "ожидается строка"),
+        ({**NARROW, "class": "7Б"}, "class", "неизвестное поле"),
+    ]
+    for body, field, message in cases:
+        async with await kt5a.send("PUT", "/api/classes/5А/window", json=body) as r:
+            answer = await r.json()
+        assert r.status == 400 and answer["code"] == "invalid", (body, answer)
+        assert any(p["field"] == field and message in p["message"] for p in answer["problems"]), (body, answer)
+    async with await dep.send("PUT", "/api/classes/9Я/window", json=NARROW) as r:
+        assert r.status == 404 and "класса «9Я» нет" in (await r.json())["error"]
+    async with await t1.send("PUT", "/api/classes/5А/window", json=NARROW) as r:
+        assert r.status == 403
+    assert await w.gateway.store.class_windows() == []  # nothing of it was kept
+    async with await dep.send("PUT", "/api/classes/7б/window", json={"start": "10:00", "end": "17:00"}) as r:
+        assert r.status == 200 and (await r.json())["name"] == "7Б"  # the administration: any class
+    async with await it.send("PUT", "/api/classes/5Б/window", json=NARROW) as r:
+        assert r.status == 200  # the IT admin too
+    windows = {c.class_name: (str(c.window), c.set_by) for c in await w.gateway.store.class_windows("s1")}
+    assert windows == {"5Б": ("09:00–18:00", "it"), "7Б": ("10:00–17:00", "dep")}
+    async with await w.client().get(w.base + "/api/classes") as r:
+        assert r.status == 401
+
+
+async def test_tokens_are_listed_without_secrets_and_a_revoked_one_is_refused_at_once(web_world: WebWorld) -> None:
+    w = web_world
+    _, dep_token = await auth.create_token(w.gateway, "s1", "dep", "журнал")
+    _, kt_token = await auth.create_token(w.gateway, "s1", "kt5a", "расписание")
+    _, it_token = await auth.create_token(w.gateway, "s1", "it", "мониторинг")
+    ids = {t.staff_id: t.id for t in await w.gateway.store.api_tokens("s1")}
+    dep, it = await w.session("dep"), await w.session("it")
+    bearer = w.client(cookies=False)
+
+    def by(token: str) -> dict[str, dict[str, str]]:
+        return {"headers": {"Authorization": f"Bearer {token}"}}
+
+    async with await dep.get("/api/tokens") as r:
+        raw = await r.text()
+        listed = json.loads(raw)["tokens"]
+    assert [(t["id"], t["label"], t["staff_name"], t["active"], t["mine"]) for t in listed] == [
+        (ids["dep"], "журнал", "Завучева Ольга", True, True)
+    ]
+    async with await it.get("/api/tokens") as r:
+        raw += await r.text()
+        every = (json.loads(await r.text()))["tokens"]
+    assert [t["staff_id"] for t in every] == ["dep", "kt5a", "it"]
+    for secret in (dep_token, kt_token, it_token, auth.digest(dep_token), auth.digest(kt_token)):
+        assert secret not in raw  # never the token, nor what the store keeps of it
+    assert "zv_" not in raw
+    async with bearer.get(w.base + "/api/me", **by(kt_token)) as r:
+        assert r.status == 200
+    for stranger, token_id in ((dep, ids["kt5a"]), (dep, ids["it"])):  # another's token: nothing tells it exists
+        async with await stranger.send("DELETE", f"/api/tokens/{token_id}") as r:
+            assert r.status == 404
+    async with bearer.delete(w.base + f"/api/tokens/{ids['it']}", **by(kt_token)) as r:
+        assert r.status == 404
+    async with await it.send("DELETE", f"/api/tokens/{ids['kt5a']}") as r:  # the admin: any of the school's
+        assert r.status == 200
+        revoked = await r.json()
+    assert revoked["revoked"] and revoked["token"]["revoked_at"] is not None and not revoked["token"]["active"]
+    async with bearer.get(w.base + "/api/me", **by(kt_token)) as r:  # at once
+        assert r.status == 401
+    async with await it.send("DELETE", f"/api/tokens/{ids['kt5a']}") as r:
+        assert r.status == 200 and (await r.json())["revoked"] is False  # once
+    async with bearer.delete(w.base + f"/api/tokens/{ids['dep']}", **by(dep_token)) as r:  # one's own, by itself
+        assert r.status == 200
+    async with bearer.get(w.base + "/api/tokens", **by(dep_token)) as r:
+        assert r.status == 401
+    async with await dep.get("/api/tokens") as r:  # still listed to its owner, as revoked
+        assert [t["active"] for t in (await r.json())["tokens"]] == [False]
+    async with await dep.get("/api/audit") as r:
+        audit = [(e["action"], e["actor"], e["details"]) for e in (await r.json())["entries"]]
+    assert audit == [
+        ("token_revoke", "dep", f"отозван токен API № {ids['dep']} «журнал» сотрудника Завучева Ольга"),
+        ("token_revoke", "it", f"отозван токен API № {ids['kt5a']} «расписание» сотрудника Классова Вера"),
+    ]
+    async with bearer.get(w.base + "/api/me", **by(it_token)) as r:
+        assert r.status == 200  # the others still work
+
+
+async def test_class_window_and_token_answers_match_the_document(web_world: WebWorld) -> None:
+    w = web_world
+    doc = document()
+    await auth.create_token(w.gateway, "s1", "kt5a", "расписание")
+    [token] = await w.gateway.store.api_tokens("s1")
+    kt5a, dep, it = await w.session("kt5a"), await w.session("dep"), await w.session("it")
+    window = "/api/classes/{name}/window"
+    calls: list[tuple[Session, str, str, str, dict[str, Any], int]] = [
+        (kt5a, "GET", "/api/classes", "/api/classes", {}, 200),
+        (kt5a, "PUT", "/api/classes/5А/window", window, {"json": NARROW}, 200),
+        (kt5a, "PUT", "/api/classes/5А/window", window, {"json": {"start": "07:00", "end": "18:00"}}, 400),
+        (kt5a, "PUT", "/api/classes/5А/window", window, {"data": "x", "headers": {"Content-Type": "text/plain"}}, 415),
+        (kt5a, "PUT", "/api/classes/7Б/window", window, {"json": NARROW}, 403),
+        (dep, "PUT", "/api/classes/9Я/window", window, {"json": NARROW}, 404),
+        (dep, "GET", "/api/classes", "/api/classes", {}, 200),
+        (kt5a, "DELETE", "/api/classes/5А/window", window, {}, 200),
+        (kt5a, "GET", "/api/tokens", "/api/tokens", {}, 200),
+        (dep, "DELETE", f"/api/tokens/{token.id}", "/api/tokens/{id}", {}, 404),
+        (it, "DELETE", f"/api/tokens/{token.id}", "/api/tokens/{id}", {}, 200),
+        (it, "GET", "/api/tokens", "/api/tokens", {}, 200),
+    ]
+    for who, method, path, template, kw, expected in calls:
+        async with await who.send(method, path, **kw) as r:
+            body = await r.json()
+            assert r.status == expected, (method, path, body)
+            check_response(doc, method, template, r.status, body)
+
+
+async def test_settings_page_shows_and_changes_what_each_role_may(web_world: WebWorld) -> None:
+    w = web_world
+    _, dep_token = await auth.create_token(w.gateway, "s1", "dep", '<script>alert("t")</script>')
+    _, kt_token = await auth.create_token(w.gateway, "s1", "kt5a", "расписание")
+    pages: dict[str, str] = {}
+    for staff_id in ("dir", "dep", "kt5a", "kt7b", "t1", "it"):
+        who = await w.session(staff_id)
+        async with await who.get("/settings") as r:
+            assert r.status == 200
+            pages[staff_id] = await r.text()
+    for staff_id, html in pages.items():
+        assert 'href="/settings" aria-current="page">Настройки' in html, staff_id  # in everyone's menu
+        assert "Asia/Yekaterinburg" in html and "<code>schools/s1.yaml</code>" in html and "пятидневная" in html
+        assert "сразу, не дожидаясь окна рассылки" in html and "передать автору объявления" in html
+        assert "ссылка на запрещённый мессенджер — запрещает отправку" in html
+        assert dep_token not in html and kt_token not in html and "zv_" not in html, staff_id
+        assert "<script>alert" not in html, staff_id
+
+    def window_forms(html: str) -> list[str]:
+        return [unquote(c) for c in re.findall(r'action="/settings/classes/([^"/]+)/window"', html)]
+
+    def revoke_forms(html: str) -> list[str]:
+        return re.findall(r'action="/settings/tokens/(\d+)/revoke"', html)
+
+    assert window_forms(pages["kt5a"]) == ["5А"] and window_forms(pages["kt7b"]) == ["7Б"]
+    assert window_forms(pages["dir"]) == window_forms(pages["dep"]) == window_forms(pages["it"]) == ["5А", "5Б", "7Б"]
+    assert window_forms(pages["t1"]) == [] and "Окна рассылки в чатах классов" not in pages["t1"]
+    assert revoke_forms(pages["dep"]) == ["1"] and revoke_forms(pages["kt5a"]) == ["2"]
+    assert revoke_forms(pages["it"]) == ["1", "2"] and revoke_forms(pages["t1"]) == revoke_forms(pages["dir"]) == []
+    assert "&lt;script&gt;alert(" in pages["dep"] and "&lt;script&gt;alert(" in pages["it"]  # the label, as text
+
+    kt5a = await w.session("kt5a")
+    form = {"csrf": kt5a.csrf, "action": "set", **NARROW}
+    async with await kt5a.post("/settings/classes/7Б/window", data=form) as r:
+        assert r.status == 403 and "окно рассылки класса 7Б меняет" in await r.text()
+    async with await kt5a.post("/settings/classes/5А/window", data={**form, "start": "07:00"}) as r:
+        html = await r.text()
+        assert r.status == 400 and "должно лежать внутри окна рассылки школы 08:00–19:00" in html
+    no_csrf = {k: v for k, v in form.items() if k != "csrf"}
+    async with await kt5a.post("/settings/classes/5А/window", data=no_csrf, headers={auth.CSRF_HEADER: ""}) as r:
+        assert r.status == 403 and "CSRF" in await r.text()
+    t1 = await w.session("t1")
+    async with await t1.post("/settings/classes/5А/window", data={**form, "csrf": t1.csrf}) as r:
+        assert r.status == 403
+    assert await w.gateway.store.class_windows() == []
+    async with await kt5a.post("/settings/classes/5А/window", data=form) as r:
+        assert r.status == 303 and r.headers["Location"] == "/settings?done=window"
+    async with await kt5a.get("/settings?done=window") as r:
+        html = await r.text()
+    assert "Окно рассылки класса сохранено." in html and '<strong class="window">09:00–18:00</strong>' in html
+    assert "задано на сайте: Классова Вера" in html
+    assert [str(c.window) for c in await w.gateway.store.class_windows("s1")] == ["09:00–18:00"]
+    async with await kt5a.post("/settings/classes/5А/window", data={"csrf": kt5a.csrf, "action": "reset"}) as r:
+        assert r.status == 303 and r.headers["Location"] == "/settings?done=window-reset"
+    assert await w.gateway.store.class_windows() == []
+
+    async with await kt5a.post("/settings/tokens/1/revoke", data={"csrf": kt5a.csrf}) as r:
+        assert r.status == 404  # the deputy's token: not hers
+    async with await kt5a.post("/settings/tokens/2/revoke", data={"csrf": kt5a.csrf}) as r:
+        assert r.status == 303 and r.headers["Location"] == "/settings?done=revoked"
+    assert await w.gateway.store.api_token(auth.digest(kt_token)) is None
+    assert await w.gateway.store.api_token(auth.digest(dep_token)) is not None
+    async with await kt5a.get("/settings?done=revoked") as r:
+        html = await r.text()
+    assert "Токен API отозван" in html and revoke_forms(html) == [] and "отозван 23.11.2026 10:00" in html

@@ -253,3 +253,43 @@ async def test_parent_acknowledges_from_the_letter(browser: Browser, web_world: 
     await expect(page.locator("p.ok")).to_contain_text("Спасибо!")
     await shoot(page, "parent-ack.png")
     assert len(await w.gateway.store.acknowledgements(announcement_id)) == 1
+
+
+async def test_class_teacher_narrows_her_class_window_on_the_settings_page(
+    browser: Browser, web_world: WebWorld
+) -> None:
+    w = web_world
+    page = await new_page(browser, w)
+    await log_in(page, "kt5a")
+    await page.get_by_role("link", name="Настройки").click()
+    await page.wait_for_url(re.compile(r"/settings$"))
+    section = page.locator("#class-5А")
+    await expect(section.locator("strong.window")).to_have_text("08:00–19:00")
+    await expect(page.locator("form.window-form")).to_have_count(1)  # her class only
+    await section.get_by_label("Начало").fill("09:00")
+    await section.get_by_label("Конец").fill("18:00")
+    await section.get_by_role("button", name="Сохранить окно 5А").click()
+    await expect(page.locator("p.ok")).to_contain_text("Окно рассылки класса сохранено.")
+    section = page.locator("#class-5А")
+    await expect(section.locator("strong.window")).to_have_text("09:00–18:00")
+    await expect(section).to_contain_text("задано на сайте: Классова Вера")
+    await shoot(page, "settings.png")
+    [row] = await w.gateway.store.class_windows("s1")
+    assert (row.class_name, str(row.window), row.set_by) == ("5А", "09:00–18:00", "kt5a")
+    assert w.gateway.current_school("s1").window_for("5А") == row.window  # the send-time check has it too
+    phone = await new_page(browser, w, PHONE)
+    await phone.context.add_cookies(await page.context.cookies())
+    await phone.goto("/settings")
+    await expect(phone.locator("#class-5А strong.window")).to_have_text("09:00–18:00")
+    await shoot(phone, "settings-phone.png")
+    # a window wider than the school's: a Russian error where she typed it, and nothing changes
+    await section.get_by_label("Начало").fill("07:00")
+    await section.get_by_role("button", name="Сохранить окно 5А").click()
+    error = page.locator("#class-5А .error")
+    await expect(error).to_contain_text("окно класса 07:00–18:00 должно лежать внутри окна рассылки школы 08:00–19:00")
+    assert [str(r.window) for r in await w.gateway.store.class_windows("s1")] == ["09:00–18:00"]
+    await page.locator("#class-5А").get_by_role("button", name="Сбросить").click()
+    await expect(page.locator("p.ok")).to_contain_text("Окно рассылки класса сброшено")
+    await expect(page.locator("#class-5А strong.window")).to_have_text("08:00–19:00")
+    assert await w.gateway.store.class_windows("s1") == []
+    assert page.context.errors == []  # type: ignore[attr-defined]

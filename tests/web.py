@@ -54,6 +54,11 @@ class Session:
     async def get(self, path: str, **kw: Any) -> aiohttp.ClientResponse:
         return await self.http.get(self.base + path, allow_redirects=False, **kw)
 
+    async def send(self, method: str, path: str, **kw: Any) -> aiohttp.ClientResponse:
+        """Any method (PUT, DELETE, …), with the session's CSRF token as a state-changing request needs."""
+        headers = {auth.CSRF_HEADER: self.csrf, **kw.pop("headers", {})}
+        return await self.http.request(method, self.base + path, headers=headers, allow_redirects=False, **kw)
+
 
 @dataclass
 class WebWorld:

@@ -15,6 +15,8 @@ Guarantees every backend keeps:
   (`Claimed.bundle`, the leading delivery's id), every time: their message and its dedup key never change.
 - `forward` turns an open (or escalated) forwarding task into deliveries exactly once.
 - `claim_tick` says True to exactly one caller per (job, period), across processes: a periodic job's run.
+- `set_class_window` and `reset_class_window` change a class's run-time window and write the audit log in the
+  same transaction.
 - Where several processes share the store (`shares_rate_limits`), `reserve_permits` hands out each credential's
   permits once, in order, at the rate asked: processes that pace their requests by them stay under the limit
   together.
@@ -26,11 +28,12 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from typing import ClassVar
 
 from gateway.domain import AnnouncementRequest, Guardian, School, Status
 from gateway.planner import Plan, PlannedDelivery
+from schedules.windows import MessagingWindow
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +224,29 @@ class TokenRow:
     staff_id: str
     label: str
     created_at: datetime
+    revoked_at: datetime | None = None
+
+
+def hhmm(value: time) -> str:
+    """A window boundary as the store keeps it: "HH:MM" (whole minutes only)."""
+    if value.second or value.microsecond or value.tzinfo is not None:
+        raise ValueError(f"a class window is whole minutes of the school's wall clock, not {value.isoformat()}")
+    return value.strftime("%H:%M")
+
+
+def window_of(opens: str, closes: str) -> MessagingWindow:
+    return MessagingWindow(time.fromisoformat(opens), time.fromisoformat(closes))
+
+
+@dataclass(frozen=True, slots=True)
+class ClassWindowRow:
+    """A class's chat window set at run time (by its class teacher, the administration or the IT admin)."""
+
+    school_id: str
+    class_name: str
+    window: MessagingWindow
+    set_by: str
+    set_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +500,30 @@ class Store(ABC):
     @abstractmethod
     async def revoke_api_token(self, token_id: int, now: datetime) -> bool:
         """Revoke a token; False when there is no such token still in force."""
+
+    @abstractmethod
+    async def api_tokens(self, school_id: str) -> list[TokenRow]:
+        """Every API token of the school, revoked ones too (`revoked_at`), oldest first; never their hashes."""
+
+    # --- class windows set at run time
+
+    @abstractmethod
+    async def class_windows(self, school_id: str | None = None) -> list[ClassWindowRow]:
+        """The run-time class windows (of one school), by school and class."""
+
+    @abstractmethod
+    async def set_class_window(
+        self, school_id: str, class_name: str, window: MessagingWindow, actor: str, now: datetime, *, audit: str
+    ) -> None:
+        """Set (or replace) a class's run-time window, and write `audit` to the audit log as a `class_window`
+        action by `actor`, in one transaction. The window must be whole minutes (HH:MM)."""
+
+    @abstractmethod
+    async def reset_class_window(
+        self, school_id: str, class_name: str, actor: str, now: datetime, *, audit: str
+    ) -> bool:
+        """Remove a class's run-time window (the configured one applies again) and write `audit` to the audit log
+        as a `class_window` action, in one transaction; False (and no audit line) when none was set."""
 
     # --- parents' links, cancelling
 

@@ -69,6 +69,7 @@ from gateway.store.base import (
     AuditRow,
     ChatRow,
     Claimed,
+    ClassWindowRow,
     CoverageRow,
     DeliveryRow,
     GapRow,
@@ -79,7 +80,10 @@ from gateway.store.base import (
     Store,
     TaskRow,
     TokenRow,
+    hhmm,
+    window_of,
 )
+from schedules.windows import MessagingWindow
 
 Connection = AsyncConnection[TupleRow]
 
@@ -853,6 +857,48 @@ class PostgresStore(Store):
         )
         return bool(rows)
 
+    async def api_tokens(self, school_id: str) -> list[TokenRow]:
+        rows = await self._all(
+            """SELECT id, school_id, staff_id, label, created_at, revoked_at FROM api_tokens
+               WHERE school_id = %s ORDER BY id""",
+            (school_id,),
+        )
+        return [TokenRow(*r) for r in rows]
+
+    # ------------------------------------------------------------------ class windows set at run time
+
+    async def class_windows(self, school_id: str | None = None) -> list[ClassWindowRow]:
+        rows = await self._all(
+            """SELECT school_id, class_name, opens, closes, set_by, set_at FROM class_windows
+               WHERE %(school)s::text IS NULL OR school_id = %(school)s ORDER BY school_id, class_name""",
+            {"school": school_id},
+        )
+        return [ClassWindowRow(r[0], r[1], window_of(r[2], r[3]), r[4], r[5]) for r in rows]
+
+    async def set_class_window(
+        self, school_id: str, class_name: str, window: MessagingWindow, actor: str, now: datetime, *, audit: str
+    ) -> None:
+        require_aware(now)
+        async with self._tx() as conn:
+            await conn.execute(
+                _SET_CLASS_WINDOW, (school_id, class_name, hhmm(window.start), hhmm(window.end), actor, now)
+            )
+            await conn.execute(_AUDIT_CLASS_WINDOW, (school_id, now, actor, audit))
+
+    async def reset_class_window(
+        self, school_id: str, class_name: str, actor: str, now: datetime, *, audit: str
+    ) -> bool:
+        require_aware(now)
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                "DELETE FROM class_windows WHERE school_id = %s AND class_name = %s RETURNING class_name",
+                (school_id, class_name),
+            )
+            if not await cur.fetchall():
+                return False
+            await conn.execute(_AUDIT_CLASS_WINDOW, (school_id, now, actor, audit))
+        return True
+
     # ------------------------------------------------------------------ parents' links, cancelling
 
     async def letter(self, delivery_id: int) -> LetterRow | None:
@@ -915,6 +961,18 @@ class PostgresStore(Store):
     ) -> None:
         async with self._tx() as conn:
             await conn.execute(_INSERT_AUDIT, (school_id, require_aware(now), actor, action, announcement_id, details))
+
+
+# ---------------------------------------------------------------------- class windows set at run time
+
+_SET_CLASS_WINDOW = """
+INSERT INTO class_windows (school_id, class_name, opens, closes, set_by, set_at) VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (school_id, class_name) DO UPDATE
+SET opens = excluded.opens, closes = excluded.closes, set_by = excluded.set_by, set_at = excluded.set_at"""
+
+_AUDIT_CLASS_WINDOW = """
+INSERT INTO audit (school_id, at, actor, action, announcement_id, details)
+VALUES (%s, %s, %s, 'class_window', NULL, %s)"""
 
 
 # ---------------------------------------------------------------------- migrations

@@ -34,6 +34,7 @@ from gateway.store.base import (
     AuditRow,
     ChatRow,
     Claimed,
+    ClassWindowRow,
     CoverageRow,
     DeliveryRow,
     GapRow,
@@ -44,7 +45,10 @@ from gateway.store.base import (
     Store,
     TaskRow,
     TokenRow,
+    hhmm,
+    window_of,
 )
+from schedules.windows import MessagingWindow
 
 T = TypeVar("T")
 
@@ -897,6 +901,71 @@ class SqliteStore(Store):
                 "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (ts(now), token_id)
             )
             return cur.rowcount > 0
+
+        return await self._tx(tx)
+
+    async def api_tokens(self, school_id: str) -> list[TokenRow]:
+        def read(conn: sqlite3.Connection) -> list[TokenRow]:
+            cur = conn.execute(
+                """SELECT id, school_id, staff_id, label, created_at, revoked_at FROM api_tokens
+                   WHERE school_id = ? ORDER BY id""",
+                (school_id,),
+            )
+            return [TokenRow(r[0], r[1], r[2], r[3], parse_ts(r[4]), _opt_ts(r[5])) for r in cur]
+
+        return await self._read(read)
+
+    # ------------------------------------------------------------------ class windows set at run time
+
+    async def class_windows(self, school_id: str | None = None) -> list[ClassWindowRow]:
+        def read(conn: sqlite3.Connection) -> list[ClassWindowRow]:
+            sql = "SELECT school_id, class_name, opens, closes, set_by, set_at FROM class_windows"
+            args: tuple[str, ...] = ()
+            if school_id is not None:
+                sql += " WHERE school_id = ?"
+                args = (school_id,)
+            cur = conn.execute(sql + " ORDER BY school_id, class_name", args)
+            return [ClassWindowRow(r[0], r[1], window_of(r[2], r[3]), r[4], parse_ts(r[5])) for r in cur]
+
+        return await self._read(read)
+
+    async def set_class_window(
+        self, school_id: str, class_name: str, window: MessagingWindow, actor: str, now: datetime, *, audit: str
+    ) -> None:
+        opens, closes = hhmm(window.start), hhmm(window.end)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                """INSERT INTO class_windows (school_id, class_name, opens, closes, set_by, set_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (school_id, class_name) DO UPDATE SET
+                     opens = excluded.opens, closes = excluded.closes, set_by = excluded.set_by,
+                     set_at = excluded.set_at""",
+                (school_id, class_name, opens, closes, actor, ts(now)),
+            )
+            conn.execute(
+                """INSERT INTO audit (school_id, at, actor, action, announcement_id, details)
+                   VALUES (?, ?, ?, 'class_window', NULL, ?)""",
+                (school_id, ts(now), actor, audit),
+            )
+
+        await self._tx(tx)
+
+    async def reset_class_window(
+        self, school_id: str, class_name: str, actor: str, now: datetime, *, audit: str
+    ) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM class_windows WHERE school_id = ? AND class_name = ?", (school_id, class_name)
+            )
+            if cur.rowcount == 0:
+                return False
+            conn.execute(
+                """INSERT INTO audit (school_id, at, actor, action, announcement_id, details)
+                   VALUES (?, ?, ?, 'class_window', NULL, ?)""",
+                (school_id, ts(now), actor, audit),
+            )
+            return True
 
         return await self._tx(tx)
 

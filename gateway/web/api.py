@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.app import Gateway
 from gateway.errors import InvalidInput, NotFound, PolicyViolation, Problem
 from gateway.roster import parse_roster
 from gateway.web import views
@@ -254,3 +255,53 @@ async def audit_log(request: web.Request) -> web.Response:
 
 async def alerts(request: web.Request) -> web.Response:
     return _json({"alerts": await views.alerts(request.app[GATEWAY], principal(request).school.id)})
+
+
+# ---------------------------------------------------------------------- class windows, API tokens
+
+
+def path_class(request: web.Request, who: Principal) -> str:
+    """The class the path names ("7Б", "7б"), one of this person's school; NotFound otherwise."""
+    return Gateway.find_class(who.school, request.match_info.get("name", ""))
+
+
+def may_change_window(who: Principal, name: str) -> None:
+    """403 unless this person may change the class's window: its class teacher, the administration, the IT admin."""
+    if not who.school.may_set_class_window(who.staff.id, name):
+        raise web.HTTPForbidden(
+            reason=f"окно рассылки класса {name} меняет его классный руководитель, администрация или администратор"
+        )
+
+
+async def list_classes(request: web.Request) -> web.Response:
+    return _json(await views.class_windows(request.app[GATEWAY], principal(request)))
+
+
+async def set_class_window(request: web.Request) -> web.Response:
+    who = principal(request)
+    name = path_class(request, who)
+    may_change_window(who, name)
+    body = await read_json(request)
+    problems = validate(SCHEMAS["ClassWindowInput"], body)
+    if problems:
+        raise InvalidInput(problems)
+    gateway = request.app[GATEWAY]
+    await gateway.set_class_window(who.school.id, name, body["start"], body["end"], who.staff.id)
+    return _json(await views.one_class_window(gateway, who, name))
+
+
+async def reset_class_window(request: web.Request) -> web.Response:
+    who = principal(request)
+    name = path_class(request, who)
+    may_change_window(who, name)
+    gateway = request.app[GATEWAY]
+    _, removed = await gateway.reset_class_window(who.school.id, name, who.staff.id)
+    return _json({"removed": removed, "class": await views.one_class_window(gateway, who, name)})
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    return _json({"tokens": await views.tokens(request.app[GATEWAY], principal(request))})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    return _json(await views.revoke_token(request.app[GATEWAY], principal(request), path_id(request)))

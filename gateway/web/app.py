@@ -72,6 +72,7 @@ ADMINISTRATION = frozenset({Role.DIRECTOR, Role.DEPUTY})
 AUTHORS = ADMINISTRATION | {Role.CLASS_TEACHER}
 IT = frozenset({Role.ADMIN})
 WATCHERS = ADMINISTRATION | IT  # the alerts concern the IT admin (chats) and the deputies (late forwarding)
+WINDOWS = ADMINISTRATION | {Role.CLASS_TEACHER} | IT  # class windows: a class teacher only their own class's
 
 
 def routes() -> list[tuple[str, str, Handler, frozenset[Role] | None]]:
@@ -98,6 +99,11 @@ def routes() -> list[tuple[str, str, Handler, frozenset[Role] | None]]:
         ("POST", "/api/roster", api.roster_import, IT),
         ("GET", "/api/audit", api.audit_log, ADMINISTRATION),
         ("GET", "/api/alerts", api.alerts, WATCHERS),
+        ("GET", "/api/classes", api.list_classes, WINDOWS),
+        ("PUT", "/api/classes/{name}/window", api.set_class_window, WINDOWS),
+        ("DELETE", "/api/classes/{name}/window", api.reset_class_window, WINDOWS),
+        ("GET", "/api/tokens", api.list_tokens, STAFF),
+        ("DELETE", "/api/tokens/{id}", api.revoke_token, STAFF),
         ("GET", "/", pages.home, STAFF),
         ("GET", "/login", pages.login_form, PUBLIC),
         ("POST", "/login", pages.login, PUBLIC),
@@ -116,6 +122,9 @@ def routes() -> list[tuple[str, str, Handler, frozenset[Role] | None]]:
         ("POST", "/roster/apply", pages.roster_apply, IT),
         ("GET", "/audit", pages.audit, ADMINISTRATION),
         ("GET", "/alerts", pages.alerts, WATCHERS),
+        ("GET", "/settings", pages.settings, STAFF),
+        ("POST", "/settings/classes/{name}/window", pages.class_window, WINDOWS),
+        ("POST", "/settings/tokens/{id}/revoke", pages.revoke_token, STAFF),
         ("GET", "/p/ack/{token}", parents.ack_form, PUBLIC),
         ("POST", "/p/ack/{token}", parents.ack, PUBLIC),
         ("GET", "/p/unsubscribe/{token}", parents.unsubscribe_form, PUBLIC),

@@ -13,7 +13,8 @@ Staff are the people of the school file, with their roles there; the store keeps
   site is refused. The login form carries a double-submit token (cookie + field), against login CSRF.
 - API tokens for integrations: `zv_` + 256 random bits, sent as `Authorization: Bearer …`; the store keeps the
   SHA-256 only; a token acts as the staff member it was made for, with their role; it needs no CSRF token (a
-  browser never sends it by itself). Made by `zvonok staff token ID`.
+  browser never sends it by itself). Made by `zvonok staff token ID`; listed (never shown again) and revoked by
+  its owner or the IT admin (the settings page, /api/tokens, `zvonok staff tokens` / `zvonok staff revoke`).
 
 What each role may do is the route table's business (gateway.web.app): every route names the roles it
 allows, and a route not in the table is refused.
@@ -36,6 +37,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from gateway.domain import Role, School, Staff
 from gateway.errors import InvalidInput, NotFound, Problem
+from gateway.store.base import TokenRow
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -131,6 +133,24 @@ async def create_token(gateway: Gateway, school_id: str | None, staff_id: str, l
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     await gateway.store.create_api_token(digest(token), school.id, member.id, label, gateway.clock.now())
     return member, token
+
+
+async def revoke_token(gateway: Gateway, school: School, token_id: int, actor: str) -> tuple[TokenRow, bool]:
+    """Revoke one of the school's API tokens at once (the next request with it gets 401), writing the audit log:
+    (the token as it now is, whether this call revoked it). NotFound for a token of no such number in the school.
+    Who may is the caller's business: the owner, or the IT admin for the school's."""
+    row = next((r for r in await gateway.store.api_tokens(school.id) if r.id == token_id), None)
+    if row is None:
+        raise NotFound(f"токен API № {token_id} не найден")
+    now = gateway.clock.now()
+    revoked = await gateway.store.revoke_api_token(row.id, now)
+    if revoked:
+        owner = school.staff.get(row.staff_id)
+        label = f" «{row.label}»" if row.label else ""
+        details = f"отозван токен API № {row.id}{label} сотрудника {owner.name if owner else row.staff_id}"
+        await gateway.store.add_audit(school.id, actor, "token_revoke", details, now)
+    after = next(r for r in await gateway.store.api_tokens(school.id) if r.id == row.id)
+    return after, revoked
 
 
 async def login(gateway: Gateway, school_id: str, staff_id: str, password: str) -> tuple[Principal, str] | None:

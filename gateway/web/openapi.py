@@ -234,6 +234,53 @@ SCHEMAS: dict[str, Schema] = {
     "AlertList": obj(
         {"alerts": array(obj({"id": INT, "created_at": TIME, "kind": STR, "subject": STR, "message": STR}))}
     ),
+    "Window": obj({"start": STR, "end": STR}),
+    "ClassWindowInput": obj(
+        {
+            "start": {"type": "string", "minLength": 1, "maxLength": 8, "description": "начало, ЧЧ:ММ (09:00)"},
+            "end": {"type": "string", "minLength": 1, "maxLength": 8, "description": "конец, ЧЧ:ММ (18:00)"},
+        }
+    ),
+    "ClassWindow": obj(
+        {
+            "name": STR,
+            "teacher": STR,
+            "teacher_name": STR,
+            "window": ref("Window"),
+            "source": {"type": "string", "enum": ["class", "config", "school"]},
+            "source_label": STR,
+            "configured": _nullable(obj({"start": STR, "end": STR})),  # the school file's; null: none there
+            "override": _nullable(
+                obj(
+                    {
+                        "start": STR,
+                        "end": STR,
+                        "set_by": STR,
+                        "set_by_name": STR,
+                        "set_at": TIME,
+                        "applied": BOOL,
+                    }
+                )
+            ),
+            "may_change": BOOL,
+        }
+    ),
+    "ClassWindowList": obj({"school_window": ref("Window"), "classes": array(ref("ClassWindow"))}),
+    "ClassWindowReset": obj({"removed": BOOL, "class": ref("ClassWindow")}),
+    "Token": obj(
+        {
+            "id": INT,
+            "staff_id": STR,
+            "staff_name": STR,
+            "label": STR,
+            "created_at": TIME,
+            "revoked_at": _nullable(TIME),
+            "active": BOOL,
+            "mine": BOOL,
+        }
+    ),
+    "TokenList": obj({"tokens": array(ref("Token"))}),
+    "TokenRevoke": obj({"revoked": BOOL, "token": ref("Token")}),
 }
 
 ERRORS = {
@@ -270,6 +317,13 @@ def _form_body(properties: Mapping[str, Schema], required: list[str] | None = No
 
 
 ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+CLASS = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 10},
+    "description": "класс, например 7Б",
+}
 TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 120}}
 API = "401 403"
 HTML = "text/html"
@@ -392,6 +446,25 @@ def document(title: str = "Zvonok") -> Schema:
         },
         "/api/audit": {"get": _op("журнал аудита", _responses("200", ref("AuditList"), errors=API))},
         "/api/alerts": {"get": _op("открытые предупреждения", _responses("200", ref("AlertList"), errors=API))},
+        "/api/classes": {
+            "get": _op(
+                "классы и их окна рассылки в чатах: какое действует и откуда (классному руководителю — свой класс)",
+                _responses("200", ref("ClassWindowList"), errors=API),
+            )
+        },
+        "/api/classes/{name}/window": {
+            "put": _op(
+                "сузить окно рассылки в чатах класса (внутри окна школы, ЧЧ:ММ); записывается в журнал аудита",
+                _responses("200", ref("ClassWindow"), errors=f"400 {API} 404 413 415"),
+                parameters=[CLASS],
+                requestBody=_json_body("ClassWindowInput"),
+            ),
+            "delete": _op(
+                "сбросить окно класса: снова действует окно из файла школы",
+                _responses("200", ref("ClassWindowReset"), errors=f"{API} 404"),
+                parameters=[CLASS],
+            ),
+        },
         # --- pages (HTML); a form POST carries the session's CSRF token
         "/": {"get": _op("главная: переход в раздел роли", {"303": {"description": "в раздел роли"}, **page})},
         "/login": {
@@ -488,6 +561,17 @@ def document(title: str = "Zvonok") -> Schema:
         },
         "/audit": {"get": _op("журнал аудита", page)},
         "/alerts": {"get": _op("предупреждения", page)},
+        "/settings": {"get": _op("настройки: параметры школы, окна рассылки классов, токены API", page)},
+        "/settings/classes/{name}/window": {
+            "post": _op(
+                "задать (action=set) или сбросить (action=reset) окно рассылки класса",
+                {"303": {"description": "сохранено"}, **page_404},
+                parameters=[CLASS],
+                requestBody=_form_body(
+                    {"csrf": STR, "action": {"type": "string", "enum": ["set", "reset"]}, "start": STR, "end": STR}
+                ),
+            )
+        },
         # --- parents, from a letter, without login
         "/p/ack/{token}": {
             "get": _op(
@@ -544,6 +628,28 @@ def document(title: str = "Zvonok") -> Schema:
                 security=[],
             )
         },
+        # --- API tokens, last: a run through the document may revoke the very token it calls with
+        "/api/tokens": {
+            "get": _op(
+                "токены API: свои (администратору — все токены школы); сами токены не показываются никогда",
+                _responses("200", ref("TokenList"), errors=API),
+            )
+        },
+        "/api/tokens/{id}": {
+            "delete": _op(
+                "отозвать токен API (свой; администратор — любой токен школы): он перестаёт действовать сразу",
+                _responses("200", ref("TokenRevoke"), errors=f"{API} 404"),
+                parameters=[ID],
+            )
+        },
+        "/settings/tokens/{id}/revoke": {
+            "post": _op(
+                "отозвать токен API со страницы настроек",
+                {"303": {"description": "отозван (или вход больше не действует)"}, **page_404},
+                parameters=[ID],
+                requestBody=_form_body(CSRF_FORM),
+            )
+        },
     }
     return {
         "openapi": "3.0.3",
@@ -552,8 +658,9 @@ def document(title: str = "Zvonok") -> Schema:
             "version": "1",
             "description": (
                 "Объявления, пересылка классными руководителями, ход доставки, отчёты, чаты, список родителей, "
-                "журнал аудита. Вход: сессия браузера (cookie + CSRF-токен в X-CSRF-Token) или токен API "
-                "(Authorization: Bearer zv_…, выдаёт `zvonok staff token`). Ошибки — JSON {error, code, problems}."
+                "журнал аудита, окна рассылки классов, токены API. Вход: сессия браузера (cookie + CSRF-токен в "
+                "X-CSRF-Token) или токен API (Authorization: Bearer zv_…, выдаёт `zvonok staff token`, список и "
+                "отзыв — /api/tokens). Ошибки — JSON {error, code, problems}."
             ),
         },
         "servers": [{"url": "/"}],

@@ -36,6 +36,9 @@ DONE = {
     "existing": "Это объявление уже было отправлено (повторная отправка формы ничего не дублирует).",
     "cancelled": "Неотправленное отменено.",
     "forwarded": "Объявление переслано в чаты класса.",
+    "window": "Окно рассылки класса сохранено.",
+    "window-reset": "Окно рассылки класса сброшено: действует окно из файла школы.",
+    "revoked": "Токен API отозван: с ним больше нельзя войти.",
 }
 
 GROUP_LABELS = {Group.PARENTS: "родителям", Group.STUDENTS: "ученикам", Group.TEACHERS: "учителям"}
@@ -356,3 +359,50 @@ async def audit(request: web.Request) -> web.Response:
 async def alerts(request: web.Request) -> web.Response:
     items = await views.alerts(request.app[GATEWAY], principal(request).school.id)
     return render(request, "alerts.html", {"alerts": items})
+
+
+# ---------------------------------------------------------------------- settings
+
+
+async def settings(
+    request: web.Request, *, errors: dict[str, list[str]] | None = None, status: int = 200
+) -> web.Response:
+    """The school's settings (read-only: the school file), the class windows and the API tokens."""
+    gateway = request.app[GATEWAY]
+    who = principal(request)
+    return render(
+        request,
+        "settings.html",
+        {
+            "school": views.school_settings(gateway, who.school),
+            "windows": await views.class_windows(gateway, who),
+            "tokens": await views.tokens(gateway, who),
+            "errors": errors or {},
+            "done": DONE.get(request.query.get("done", ""), ""),
+        },
+        status=status,
+    )
+
+
+async def class_window(request: web.Request) -> web.Response:
+    """Set or reset a class's window from the settings page (its class teacher, the administration, the admin)."""
+    who = principal(request)
+    gateway = request.app[GATEWAY]
+    name = api.path_class(request, who)
+    api.may_change_window(who, name)
+    form = await read_form(request)
+    if form.get("action") == "reset":
+        await gateway.reset_class_window(who.school.id, name, who.staff.id)
+        raise web.HTTPSeeOther("/settings?done=window-reset")
+    try:
+        await gateway.set_class_window(
+            who.school.id, name, str(form.get("start", "")), str(form.get("end", "")), who.staff.id
+        )
+    except InvalidInput as exc:
+        return await settings(request, errors={name: [p.message for p in exc.problems]}, status=400)
+    raise web.HTTPSeeOther("/settings?done=window")
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    await views.revoke_token(request.app[GATEWAY], principal(request), api.path_id(request))
+    raise web.HTTPSeeOther("/settings?done=revoked")

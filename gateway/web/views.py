@@ -1,7 +1,8 @@
 """What the API and the pages show: announcements, previews, progress, reports, tasks, chats, roster changes.
 
 Plain dicts of JSON types (the API sends them as they are; the templates read them), shaped as the OpenAPI
-schemas of gateway.web.openapi say. A class teacher sees only their own classes of a report.
+schemas of gateway.web.openapi say. A class teacher sees only their own classes of a report, and of the class
+windows; a staff member sees only their own API tokens, the IT admin the school's.
 """
 
 from __future__ import annotations
@@ -14,13 +15,28 @@ from datetime import datetime
 from typing import Any
 
 from gateway.app import Gateway, Preview
-from gateway.domain import EMAIL, FINAL_STATUSES, AnnouncementRequest, Audience, ChatKind, Group, Guardian, Kind, Status
+from gateway.domain import (
+    EMAIL,
+    FINAL_STATUSES,
+    AnnouncementRequest,
+    Audience,
+    ChatKind,
+    Group,
+    Guardian,
+    Kind,
+    Role,
+    School,
+    Status,
+)
 from gateway.errors import InvalidInput, NotFound, Problem
+from gateway.lint import Rule
 from gateway.reports import BUCKET_LABELS, BUCKETS, PersonLine, Report
 from gateway.roster import Roster
-from gateway.store.base import AnnouncementRecord, TaskRow
+from gateway.store.base import AnnouncementRecord, ClassWindowRow, TaskRow, TokenRow
+from gateway.web import auth
 from gateway.web.auth import Principal
 from gateway.web.openapi import SCHEMAS, validate
+from schedules.windows import MessagingWindow
 
 Json = dict[str, Any]
 
@@ -431,4 +447,141 @@ def roster_diff(current: Iterable[Guardian], roster: Roster, school_id: str) -> 
         "left": sorted(left, key=lambda p: p["name"]),
         "unchanged": unchanged,
         "warnings": [str(w) for w in roster.warnings],
+    }
+
+
+# ---------------------------------------------------------------------- settings: class windows, API tokens
+
+WINDOW_SOURCES = {
+    "class": "задано на сайте",
+    "config": "из файла школы",
+    "school": "окно школы",
+}
+DEADLINE_ACTIONS = {"escalate": "передать автору объявления (завучу)", "auto": "переслать автоматически"}
+
+
+def window(w: MessagingWindow) -> Json:
+    return {"start": f"{w.start:%H:%M}", "end": f"{w.end:%H:%M}"}
+
+
+def window_classes(principal: Principal) -> list[str]:
+    """The classes whose windows this person sees: all of the school's for the administration and the IT admin,
+    their own for a class teacher, none for anyone else."""
+    if principal.administration or principal.role is Role.ADMIN:
+        return list(principal.school.classes)
+    if principal.role is Role.CLASS_TEACHER:
+        own = principal.own_classes()
+        return [name for name in principal.school.classes if name in own]
+    return []
+
+
+def class_window(
+    configured: School, current: School, name: str, row: ClassWindowRow | None, principal: Principal
+) -> Json:
+    """One class's chat window: what applies now and where it comes from (set at run time, the school file, the
+    school's window), and whether this person may change it."""
+    cls = configured.classes[name]
+    effective = current.window_for(name)
+    if row is not None and configured.window.contains(row.window):  # else the school file changed since: ignored
+        source = "class"
+    elif cls.window is not None:
+        source = "config"
+    else:
+        source = "school"
+    teacher = configured.staff.get(cls.teacher)
+    override = None
+    if row is not None:
+        setter = configured.staff.get(row.set_by)
+        override = {
+            **window(row.window),
+            "set_by": row.set_by,
+            "set_by_name": setter.name if setter else row.set_by,
+            "set_at": iso(row.set_at),
+            "applied": source == "class",
+        }
+    return {
+        "name": name,
+        "teacher": cls.teacher,
+        "teacher_name": teacher.name if teacher else "",
+        "window": window(effective),
+        "source": source,
+        "source_label": WINDOW_SOURCES[source],
+        "configured": window(cls.window) if cls.window is not None else None,
+        "override": override,
+        "may_change": configured.may_set_class_window(principal.staff.id, name),
+    }
+
+
+async def class_windows(gateway: Gateway, principal: Principal) -> Json:
+    school = principal.school
+    rows = await gateway.class_windows(school.id)
+    current = gateway.current_school(school.id)
+    return {
+        "school_window": window(school.window),
+        "classes": [class_window(school, current, n, rows.get(n), principal) for n in window_classes(principal)],
+    }
+
+
+async def one_class_window(gateway: Gateway, principal: Principal, name: str) -> Json:
+    school = principal.school
+    rows = await gateway.class_windows(school.id)
+    return class_window(school, gateway.current_school(school.id), name, rows.get(name), principal)
+
+
+def token(school: School, row: TokenRow, principal: Principal) -> Json:
+    """What is shown of an API token: never the token itself (only its hash is kept, and not shown either)."""
+    owner = school.staff.get(row.staff_id)
+    return {
+        "id": row.id,
+        "staff_id": row.staff_id,
+        "staff_name": owner.name if owner else row.staff_id,
+        "label": row.label,
+        "created_at": iso(row.created_at),
+        "revoked_at": iso(row.revoked_at),
+        "active": row.revoked_at is None,
+        "mine": row.staff_id == principal.staff.id,
+    }
+
+
+async def visible_tokens(gateway: Gateway, principal: Principal) -> list[TokenRow]:
+    """A staff member's own API tokens; the IT admin's view: every token of the school."""
+    rows = await gateway.store.api_tokens(principal.school.id)
+    if principal.role is Role.ADMIN:
+        return rows
+    return [r for r in rows if r.staff_id == principal.staff.id]
+
+
+async def tokens(gateway: Gateway, principal: Principal) -> list[Json]:
+    return [token(principal.school, r, principal) for r in await visible_tokens(gateway, principal)]
+
+
+async def revoke_token(gateway: Gateway, principal: Principal, token_id: int) -> Json:
+    """Revoke one of this person's tokens (the IT admin: any of the school's); NotFound for a token they may not
+    see (nothing tells it exists)."""
+    if not any(r.id == token_id for r in await visible_tokens(gateway, principal)):
+        raise NotFound(f"токен API № {token_id} не найден")
+    row, revoked = await auth.revoke_token(gateway, principal.school, token_id, principal.staff.id)
+    return {"revoked": revoked, "token": token(principal.school, row, principal)}
+
+
+def school_settings(gateway: Gateway, school: School) -> Json:
+    """The school's settings as its file has them (read-only here: they change in the school file)."""
+    lint = gateway.config.lint_settings(school.id)
+    calendar = school.calendar
+    return {
+        "id": school.id,
+        "name": school.name,
+        "timezone": str(school.zone),
+        "window": str(school.window),
+        "six_day_week": calendar.six_day_week,
+        "vacations": [f"{v.name}: {v.first:%d.%m.%Y}–{v.last:%d.%m.%Y}" for v in calendar.vacations],
+        "overrides": [
+            f"{o.day:%d.%m.%Y}: {'учебный день' if o.school_day else 'выходной'} — {o.reason}"
+            for o in calendar.overrides
+        ],
+        "email_in_window": school.email_in_window,
+        "forwarding_deadline": DEADLINE_ACTIONS.get(school.forwarding_deadline, school.forwarding_deadline),
+        "lint_rules": [{"rule": r.value, "label": r.label, "blocking": r in lint.blocking} for r in Rule],
+        "lint_max_length": lint.max_length,
+        "file": f"schools/{school.id}.yaml",
     }
