@@ -6,6 +6,7 @@ posting an announcement, dispatching, reporting. Nothing here knows a wire forma
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ log = logging.getLogger("zvonok")
 
 CONSOLE = "командная строка"
 """Who the audit log names for a change made with `zvonok` on the server without `--by`."""
+
+CHAT_CHECK_SECONDS = 5.0
+"""The longest the chat health checks before a post may take (`Gateway.preview`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +130,9 @@ class Gateway:
         """What posting the request would do, checked against the rules, without committing anything.
 
         With `check_chats`, the audience's chats whose last health check is stale are checked first, so that
-        the author sees a chat the bot can no longer post to (its parents then appear as e-mailed).
+        the author sees a chat the bot can no longer post to (its parents then appear as e-mailed). The checks
+        take at most `CHAT_CHECK_SECONDS`: a provider that does not answer must not hold up a force majeure (a
+        chat found gone at send time falls back to e-mail just the same).
         """
         school = await self.school_view(request.school_id)
         check_request(school, request)
@@ -136,7 +142,14 @@ class Gateway:
             bindings = [c for name in audience for c in school.classes[name].chats.values()]
             if request.audience.groups & {Group.TEACHERS} and school.teachers_chat:
                 bindings.append(school.teachers_chat)
-            await self.check_chats(school.id, only=bindings, stale_only=True)
+            try:
+                await asyncio.wait_for(self.check_chats(school.id, only=bindings, stale_only=True), CHAT_CHECK_SECONDS)
+            except TimeoutError:
+                log.warning(
+                    "chat health checks of school %s took over %s s; posting without them",
+                    school.id,
+                    CHAT_CHECK_SECONDS,
+                )
         guardians = await self.store.guardians(school.id)
         dead = await self.store.dead_chats(school.id)
         now = self.clock.now()
@@ -183,9 +196,11 @@ class Gateway:
             max_age = timedelta(hours=self.config.settings.max.health_max_age_hours)
         return await check_chats(school, self.store, self.channels, self.clock.now(), only=only, max_age=max_age)
 
-    async def post(self, request: AnnouncementRequest) -> Posted:
-        """Check, plan and commit an announcement with all its deliveries; then wake the dispatcher."""
-        preview = await self.preview(request)
+    async def post(self, request: AnnouncementRequest, *, check_chats: bool = False) -> Posted:
+        """Check, plan and commit an announcement with all its deliveries; then wake the dispatcher. With
+        `check_chats` (what the staff's API, pages and CLI do), the audience's chats not health-checked for
+        `max.health_max_age_hours` are checked first, as in `preview`."""
+        preview = await self.preview(request, check_chats=check_chats)
         if preview.blocking:
             raise PolicyViolation(
                 "объявление нарушает правила школы: " + "; ".join(f.message for f in preview.blocking)

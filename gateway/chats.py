@@ -9,10 +9,15 @@ A chat dies when MAX says `bot_removed`, when a send answers "chat not found / d
 check (`members/me`: is the bot still an admin who may write?) says so. A dead chat's parents are e-mailed
 instead, and the admin is alerted until the chat is healthy again.
 
-Health checks run on demand (`zvonok chats check`) and when an announcement is previewed, for the audience's
-chats whose last check is older than `health_max_age_hours`: the author sees a broken chat before sending.
-Posting itself never waits for checks: on the morning of a closure a send that finds a dead chat falls back
-to e-mail by itself, within seconds.
+Health checks run on demand (`zvonok chats check`), every six hours (schedules/jobs.py), and before an
+announcement is previewed or posted by staff (the API, the pages, `zvonok announce`), for the audience's chats
+whose last check is older than `health_max_age_hours`: the author sees a broken chat before sending, and its
+parents are planned as e-mail. Those checks take at most `gateway.app.CHAT_CHECK_SECONDS`: on the morning of a
+closure a MAX that does not answer must not hold the post up, and a send that finds a dead chat falls back to
+e-mail by itself anyway, within seconds.
+
+A school's webhook and checks speak only for the school's own chats: a chat registered to another school is
+left as it is.
 """
 
 from __future__ import annotations

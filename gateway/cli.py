@@ -414,7 +414,7 @@ async def _announce(gateway: Gateway, args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe_preview(await gateway.preview(request, check_chats=True), school))
         return EXIT_OK
-    posted = await gateway.post(request)
+    posted = await gateway.post(request, check_chats=True)
     verb = "создано" if posted.created else "уже было создано с этим ключом"
     print(f"Объявление № {posted.id} {verb}. {describe_preview(posted.preview, school)}")
     if args.wait:
@@ -513,7 +513,7 @@ async def _chats(gateway: Gateway, args: argparse.Namespace) -> int:
             if parsed is None or parsed[0] not in school.classes:
                 raise InvalidInput([Problem("параметры", f"класса «{args.class_name}» нет в школе", None, "--class")])
             class_name = parsed[0]
-        await gateway.store.map_chat(args.channel, args.chat, class_name, args.kind, gateway.clock.now())
+        await gateway.store.map_chat(school.id, args.channel, args.chat, class_name, args.kind, gateway.clock.now())
         print(f"Чат {args.channel.upper()} {args.chat} привязан: {class_name or 'школа'}, {ChatKind(args.kind).label}.")
         return EXIT_OK
     if args.chats_command == "check":

@@ -225,6 +225,8 @@ async def run(backend: str, schools: int, minutes: float, rate: float, seed: int
         for school in region.schools:
             await gateway.import_roster(school.id, read_roster(config.rosters[school.id], config.schools[school.id]))
             tokens[school.id] = (await auth.create_token(gateway, school.id, "dep", "проверка нагрузки"))[1]
+        # checked lately, as the six-hourly health job keeps them: the staff's posts find no stale chat to check
+        await asyncio.gather(*(gateway.check_chats(school.id) for school in region.schools))
         serve = await start_worker(0, region.root, folder, {}, command="serve", verbose=True)
         stack.push_async_callback(reap, serve)  # should anything below fail
         await serve.started(within=300)

@@ -1,9 +1,13 @@
-"""Chats going away and coming back: bot removed mid-announcement, read-only VK chats, a refused VK token, the
-webhook registry, health checks. Everything over real HTTP to the emulators and a real SMTP server."""
+"""Chats going away and coming back: bot removed mid-announcement, read-only VK chats, refused VK and MAX tokens,
+the webhook registry, health checks (on demand and before a fan-out). Everything over real HTTP to the emulators
+and a real SMTP server."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,8 +15,10 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
 from adapters.max import MaxChannel
+from gateway.app import CHAT_CHECK_SECONDS
 from gateway.clock import ManualClock
-from gateway.domain import AnnouncementRequest, Audience, Group, Kind, Status
+from gateway.domain import EMAIL, AnnouncementRequest, Audience, Group, Kind, Status
+from gateway.planner import Note, Route
 from gateway.reports import render_text
 from gateway.webhooks import add_routes
 from tests.world import MAX_TOKEN, VK_TOKEN, WEBHOOK_SECRET, World, running_world
@@ -111,6 +117,35 @@ async def test_refused_vk_credentials_alert_the_admin_and_email_the_chat_parents
     assert await world.gateway.store.dead_chats("s1") == set()  # the token is at fault, not the chat
 
 
+async def test_a_refused_max_token_alerts_the_admin_and_emails_the_chat_parents(
+    world: World, clock: ManualClock
+) -> None:
+    # MAX answers a revoked token 401 verify.token; this one even echoes the token back, which must go nowhere
+    world.max.fail_next(status=401, code="verify.token", message=f"Invalid access_token {MAX_TOKEN}", chat_id=-501)
+    announcement_id = await world.post(classes=frozenset({"5А"}))
+    await world.deliver()
+    assert world.max.messages(-501) == []
+    assert world.letters() == {"maria@mail.test": 1, "anna@mail.test": 1}  # Мария is in the chat: the fallback
+    row = next(d for d in await world.gateway.store.deliveries(announcement_id) if d.channel == "max")
+    assert (row.status, row.error_code, row.attempts) == (Status.PERMANENT_FAILURE, "max:verify.token", 1)
+    assert MAX_TOKEN not in row.last_error
+    (alert,) = await world.gateway.store.alerts("s1")
+    assert (alert.kind, alert.subject) == ("credential", "max:s1")
+    assert alert.message.startswith("MAX: учётные данные отклонены") and "недействителен или отозван" in alert.message
+    assert MAX_TOKEN not in alert.message
+    report = await world.gateway.report(announcement_id)
+    assert report.complete
+    maria = next(p for c in report.classes for p in c.people if p.name == "Иванова Мария")
+    assert (maria.bucket, maria.reason) == ("emailed", "сообщение в чат не доставлено")
+    assert await world.gateway.store.dead_chats("s1") == set()  # the token is at fault, not the chat
+    # failed for good: nothing retries it later, not even after the retry back-off has long passed
+    sent = world.max.request_count(MAX_TOKEN)
+    clock.advance(3600)
+    await world.deliver()
+    assert world.max.request_count(MAX_TOKEN) == sent and world.max.messages(-501) == []
+    assert len(world.smtp.messages) == 2
+
+
 async def test_webhook_registers_and_retires_chats(world: World) -> None:
     app = web.Application()
     add_routes(app, world.gateway)
@@ -128,7 +163,7 @@ async def test_webhook_registers_and_retires_chats(world: World) -> None:
         assert rows["-701"].source == "webhook" and rows["-701"].kind == ""
         # Not mapped yet: 7Б parents are still e-mailed.
         assert "-701" not in {d.target for d in (await world.gateway.preview(_request())).plan.deliveries}
-        await world.gateway.store.map_chat("max", "-701", "7Б", "parents", world.gateway.clock.now())
+        await world.gateway.store.map_chat("s1", "max", "-701", "7Б", "parents", world.gateway.clock.now())
         planned = (await world.gateway.preview(_request())).plan
         assert "-701" in {d.target for d in planned.deliveries}
         assert "irina@mail.test" not in {d.target for d in planned.deliveries}  # she is in the 7Б chat
@@ -185,6 +220,59 @@ async def test_preview_checks_stale_chats_only(world: World, clock: ManualClock)
     clock.advance(25 * 3600)
     await world.gateway.preview(_request(groups={Group.STUDENTS}, classes={"5А"}), check_chats=True)
     assert world.max.request_count(MAX_TOKEN) > first
+
+
+async def test_posting_checks_stale_chats_first_and_plans_a_broken_chats_parents_as_email(
+    world: World, clock: ManualClock
+) -> None:
+    await world.gateway.check_chats("s1")  # every chat healthy at the last check
+    clock.advance(timedelta(hours=world.gateway.config.settings.max.health_max_age_hours, minutes=1))
+    world.max.set_membership(-501, MAX_TOKEN, member=True, admin=False)  # demoted since: may no longer post
+    request = _request(classes={"5А"})
+
+    before = world.max.request_count(MAX_TOKEN)
+    unchecked = await world.gateway.post(request)  # check_chats=False: no health check at all
+    assert world.max.request_count(MAX_TOKEN) == before
+    assert "-501" in {d.target for d in unchecked.plan.deliveries}
+    assert await world.gateway.store.dead_chats("s1") == set()
+
+    posted = await world.gateway.post(request, check_chats=True)
+    assert world.max.request_count(MAX_TOKEN) > before
+    assert await world.gateway.store.dead_chats("s1") == {("max", "-501")}
+    planned = posted.plan
+    assert "-501" not in {d.target for d in planned.deliveries}
+    maria = next(c for c in planned.coverage if c.email == "maria@mail.test")
+    assert (maria.route, maria.note) == (Route.EMAIL, Note.CHAT_DEAD)
+    assert maria.delivery is not None and planned.deliveries[maria.delivery].target == "maria@mail.test"
+    assert [(g.class_name, g.note) for g in planned.gaps] == [("5А", Note.CHAT_DEAD)]
+    stored = await world.gateway.store.deliveries(posted.id)
+    assert {(d.channel, d.target) for d in stored} == {(EMAIL, "maria@mail.test"), (EMAIL, "anna@mail.test")}
+    (alert,) = await world.gateway.store.alerts("s1")
+    assert alert.kind == "dead_chat" and "администратор" in alert.message
+
+    await world.deliver()
+    assert world.max.messages(-501) == []  # nothing reached the chat: the bot may not post there
+    report = await world.gateway.report(posted.id)
+    people = {p.name: (p.bucket, p.reason) for c in report.classes for p in c.people}
+    assert people["Иванова Мария"] == ("emailed", "чат недоступен (бот удалён или чат закрыт)")
+
+
+async def test_a_provider_that_does_not_answer_the_check_does_not_hold_up_the_post(world: World) -> None:
+    for chat_id in (-501, -502):  # members/me never answers (the adapter's own timeout is 15 s)
+        world.max.hang_next(3, store=False, method="GET", path=f"/chats/{chat_id}/members/me")
+    started = time.monotonic()
+    posted = await asyncio.wait_for(
+        world.gateway.post(_request(classes={"5А"}), check_chats=True), CHAT_CHECK_SECONDS + 5
+    )
+    took = time.monotonic() - started
+    assert CHAT_CHECK_SECONDS - 0.5 <= took <= CHAT_CHECK_SECONDS + 2, took  # waited for the checks, then no more
+    stored = await world.gateway.store.deliveries(posted.id)
+    assert {(d.channel, d.target) for d in stored} == {("max", "-501"), (EMAIL, "anna@mail.test")}
+    assert await world.gateway.store.dead_chats("s1") == set()  # an unanswered check condemns no chat
+    world.max.clear_faults()
+    await world.deliver()
+    assert len(world.max.messages(-501)) == 1
+    assert world.letters() == {"anna@mail.test": 1}
 
 
 def _request(groups: set[Group] | None = None, classes: set[str] | None = None) -> AnnouncementRequest:

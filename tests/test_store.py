@@ -292,9 +292,16 @@ async def test_chat_registry(store: Store, config: Config, clock: ManualClock) -
         "active",
         None,
     )
-    await store.map_chat("max", "-601", "5Б", "students", clock.now())
+    await store.map_chat("s1", "max", "-601", "5Б", "students", clock.now())
     with pytest.raises(NotFound):
-        await store.map_chat("max", "-999", "5Б", "students", clock.now())
+        await store.map_chat("s1", "max", "-999", "5Б", "students", clock.now())
+    # another school's webhook or admin cannot touch the chat
+    with pytest.raises(NotFound):
+        await store.map_chat("s2", "max", "-601", "5А", "parents", clock.now())
+    gone = {"alive": False, "reason": "бот удалён", "title": "Чужой", "source": "webhook", "now": clock.now()}
+    assert not await store.chat_seen("s2", "max", "-601", **gone)  # type: ignore[arg-type]
+    kept = {c.address: c for c in await store.chats()}["-601"]
+    assert (kept.school_id, kept.title, kept.class_name, kept.status) == ("s1", "Родители 6А", "5Б", "active")
     # a health check finds it gone: dead, with an open alert; then back: alive, the alert resolved
     clock.advance(60)
     assert await store.chat_seen(

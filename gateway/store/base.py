@@ -346,12 +346,16 @@ class Store(ABC):
     ) -> bool:
         """Record what a webhook or a health check said of a chat; True when its status changed.
 
-        A dead chat gets an open alert; a chat alive again has its alert resolved.
+        A dead chat gets an open alert; a chat alive again has its alert resolved. A chat registered to another
+        school is left as it is (False): a school's webhook or check speaks only for its own chats.
         """
 
     @abstractmethod
-    async def map_chat(self, channel: str, address: str, class_name: str, kind: str, now: datetime) -> None:
-        """Say which class's chat (and which kind: parents, students, teachers) a registered chat is."""
+    async def map_chat(
+        self, school_id: str, channel: str, address: str, class_name: str, kind: str, now: datetime
+    ) -> None:
+        """Say which class's chat (and which kind: parents, students, teachers) a chat registered to the school
+        is; NotFound when the school has no such chat."""
 
     @abstractmethod
     async def replace_roster(

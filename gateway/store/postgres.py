@@ -310,9 +310,11 @@ class PostgresStore(Store):
         require_aware(now)
         async with self._tx() as conn:
             cur = await conn.execute(
-                "SELECT status FROM chats WHERE channel = %s AND address = %s FOR UPDATE", (channel, address)
+                "SELECT status, school_id FROM chats WHERE channel = %s AND address = %s FOR UPDATE", (channel, address)
             )
             row = await cur.fetchone()
+            if row is not None and row[1] != school_id:
+                return False  # another school's chat
             before = None if row is None else row[0]
             await conn.execute(_REGISTER_CHAT, (channel, address, school_id, title, source, now))
             if source == "check":
@@ -325,15 +327,20 @@ class PostgresStore(Store):
                 await _mark_dead(conn, school_id, channel, address, reason, now)
         return before != ("active" if alive else "dead")
 
-    async def map_chat(self, channel: str, address: str, class_name: str, kind: str, now: datetime) -> None:
+    async def map_chat(
+        self, school_id: str, channel: str, address: str, class_name: str, kind: str, now: datetime
+    ) -> None:
         require_aware(now)
         async with self._tx() as conn:
             cur = await conn.execute(
-                "UPDATE chats SET class_name = %s, kind = %s, updated_at = %s WHERE channel = %s AND address = %s",
-                (class_name, kind, now, channel, address),
+                """UPDATE chats SET class_name = %s, kind = %s, updated_at = %s
+                   WHERE channel = %s AND address = %s AND school_id = %s""",
+                (class_name, kind, now, channel, address, school_id),
             )
             if cur.rowcount == 0:
-                raise NotFound(f"чат {channel.upper()} {address} не зарегистрирован: бот ещё не добавлен в него")
+                raise NotFound(
+                    f"чат {channel.upper()} {address} не зарегистрирован в этой школе: бот не добавлен в него"
+                )
 
     async def dead_chats(self, school_id: str) -> set[tuple[str, str]]:
         rows = await self._all(

@@ -246,8 +246,10 @@ class SqliteStore(Store):
 
         def tx(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
-                "SELECT status FROM chats WHERE channel = ? AND address = ?", (channel, address)
+                "SELECT status, school_id FROM chats WHERE channel = ? AND address = ?", (channel, address)
             ).fetchone()
+            if row is not None and row[1] != school_id:
+                return False  # another school's chat
             before = None if row is None else row[0]
             conn.execute(
                 """INSERT INTO chats (channel, address, school_id, title, source, updated_at) VALUES (?, ?, ?, ?, ?, ?)
@@ -276,14 +278,19 @@ class SqliteStore(Store):
 
         return await self._tx(tx)
 
-    async def map_chat(self, channel: str, address: str, class_name: str, kind: str, now: datetime) -> None:
+    async def map_chat(
+        self, school_id: str, channel: str, address: str, class_name: str, kind: str, now: datetime
+    ) -> None:
         def tx(conn: sqlite3.Connection) -> None:
             cur = conn.execute(
-                "UPDATE chats SET class_name = ?, kind = ?, updated_at = ? WHERE channel = ? AND address = ?",
-                (class_name, kind, ts(now), channel, address),
+                """UPDATE chats SET class_name = ?, kind = ?, updated_at = ?
+                   WHERE channel = ? AND address = ? AND school_id = ?""",
+                (class_name, kind, ts(now), channel, address, school_id),
             )
             if cur.rowcount == 0:
-                raise NotFound(f"чат {channel.upper()} {address} не зарегистрирован: бот ещё не добавлен в него")
+                raise NotFound(
+                    f"чат {channel.upper()} {address} не зарегистрирован в этой школе: бот не добавлен в него"
+                )
 
         await self._tx(tx)
 

@@ -114,7 +114,7 @@ async def create_announcement(request: web.Request) -> web.Response:
     body = await read_json(request)
     req = views.announcement_request(who, body, idempotency_key(who, request.headers.get("Idempotency-Key", "")))
     gateway = request.app[GATEWAY]
-    posted = await gateway.post(req)
+    posted = await gateway.post(req, check_chats=True)
     record = await gateway.announcement(posted.id)
     preview = views.preview(posted.preview, gateway, who.school.id)
     preview["audience"] = req.audience.describe()

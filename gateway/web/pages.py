@@ -232,7 +232,7 @@ async def compose(request: web.Request) -> web.Response:
         body = _body(who, state)
         if form.get("action") == "send":
             req = views.announcement_request(who, body, api.idempotency_key(who, state["key"]))
-            posted = await gateway.post(req)
+            posted = await gateway.post(req, check_chats=True)
             raise web.HTTPSeeOther(f"/announcements/{posted.id}?done={'created' if posted.created else 'existing'}")
         req = views.announcement_request(who, body)
         preview = views.preview(await gateway.preview(req, check_chats=True), gateway, who.school.id)

@@ -300,8 +300,10 @@ def report_csv(data: Json) -> str:
 
 
 def _cell(value: str) -> str:
-    """A cell a spreadsheet will not run as a formula (CSV injection)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") and not value[1:2].isdigit() else value
+    """A cell a spreadsheet will not run as a formula (CSV injection): any value that begins as a formula can,
+    "=1+2" or "-2+3+cmd|…" as much as "=HYPERLINK(…)", so each is prefixed with an apostrophe, which spreadsheets
+    show as text and do not display (a phone number "+7 …" keeps its digits)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 # ---------------------------------------------------------------------- tasks, chats, audit
