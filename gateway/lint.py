@@ -8,7 +8,7 @@ message rather than many" (item 18) is not a lint rule: the planner merges, and 
 the chats' hard limits.
 
 `lint(title, text)` returns at most one `Finding` per `Rule`, in the order the rules are declared. Every finding
-is a warning unless the school lists its rule in `LintSettings.blocking` (by default only `BANNED_LINK` blocks;
+is a warning unless the school lists its rule in `LintSettings.blocking` (by default none blocks, as issue 5 asks;
 `gateway.policy` refuses banned channels in the configuration as well). An excerpt is always a slice of the
 title or of the text as given (possibly empty), so a caller can highlight it.
 
@@ -131,7 +131,7 @@ class LintSettings:
     parents stop reading, and the details belong in an attachment or on the school's site.
     """
 
-    blocking: frozenset[Rule] = frozenset({Rule.BANNED_LINK})
+    blocking: frozenset[Rule] = frozenset()
     max_length: int = 2000
 
     def __post_init__(self) -> None:

@@ -450,10 +450,12 @@ def test_too_long_over_the_limit_only() -> None:
     assert "500" in lint(title, text, short)[0].message
 
 
-def test_default_settings_block_only_banned_links() -> None:
+def test_by_default_every_rule_only_warns() -> None:
     assert LintSettings() == DEFAULT_SETTINGS
     findings = lint("ВНИМАНИЕ РОДИТЕЛЯМ", "СРОЧНО вступайте: https://t.me/+abc")
-    assert {f.rule: f.blocking for f in findings} == {CAPS: False, LINK: True}
+    assert {f.rule: f.blocking for f in findings} == {CAPS: False, LINK: False}
+    refusing = LintSettings(blocking=frozenset({LINK}))
+    assert {f.rule: f.blocking for f in lint("Чат", "https://t.me/+abc", refusing)} == {LINK: True}
 
 
 def test_blocking_follows_settings() -> None:

@@ -7,6 +7,7 @@ The school (tests/data.py) is in Asia/Yekaterinburg (UTC+5): 5А has MAX chats, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
@@ -63,6 +64,38 @@ async def test_posted_at_21_reaches_chats_at_08_the_next_school_day(world: World
     await world.deliver()
     assert [len(v) for v in chat_texts(world).values()] == [1, 1, 1]
     assert (await world.gateway.report(announcement_id)).complete
+
+
+async def test_the_0800_wake_up_sends_what_was_held_without_waiting_for_the_poll(
+    world: World, clock: ManualClock
+) -> None:
+    """The window-open job is what wakes a running dispatcher at the opening: with a poll of an hour and the
+    dispatcher asleep until the next due time (11 hours away by the injected clock), only the job's wake-up can
+    make it send at 08:00."""
+    gateway = world.gateway
+    gateway.dispatcher.settings = replace(gateway.dispatcher.settings, poll_seconds=3600)
+    clock.set(MON_21)
+    await world.post({Group.PARENTS}, classes=frozenset({"5А"}))
+    scheduler = start_scheduler(gateway)
+    scheduler.pause()  # fired by hand below, at the injected clock's 08:00
+    stop = asyncio.Event()
+    running = asyncio.create_task(gateway.dispatcher.run(stop))
+    try:
+        job = scheduler.get_job("window-open:s1:0800")
+        assert job is not None and job.trigger.get_next_fire_time(None, MON_21) == TUE_0800
+        await asyncio.sleep(0.5)  # every lane has looked and gone to sleep
+        assert world.letters() == {"anna@mail.test": 1} and chat_texts(world)["5А parents"] == []
+        clock.set(TUE_0800)
+        job.func()
+        for _ in range(100):
+            if chat_texts(world)["5А parents"]:
+                break
+            await asyncio.sleep(0.05)
+        assert len(chat_texts(world)["5А parents"]) == 1
+    finally:
+        stop.set()
+        await running
+        scheduler.shutdown(wait=False)
 
 
 async def test_school_can_hold_email_to_the_window_too(tmp_path: Path, clock: ManualClock) -> None:

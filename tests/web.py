@@ -27,10 +27,13 @@ from tests.data import SCHOOL_YAML
 from tests.world import World, running_world
 
 SECRET = "test-link-secret-0123456789"
-WEB_SCHOOL_YAML = SCHOOL_YAML.replace(
-    "  - {id: it, name: Админов Иван, role: admin}\n",
-    "  - {id: it, name: Админов Иван, role: admin}\n  - {id: t1, name: Учителева Нина, role: teacher}\n",
-)
+WEB_SCHOOL_YAML = (
+    SCHOOL_YAML.replace(
+        "  - {id: it, name: Админов Иван, role: admin}\n",
+        "  - {id: it, name: Админов Иван, role: admin}\n  - {id: t1, name: Учителева Нина, role: teacher}\n",
+    )
+    + "lint: {blocking: [banned_link]}\n"
+)  # the school refuses links to banned messengers (by default they warn)
 # one staff member per role
 BY_ROLE = {"director": "dir", "deputy": "dep", "class_teacher": "kt5a", "teacher": "t1", "admin": "it"}
 PASSWORDS = {staff_id: f"пароль-{staff_id}-2026" for staff_id in ("dir", "dep", "kt5a", "kt7b", "t1", "it")}
