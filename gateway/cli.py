@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -37,6 +37,9 @@ from gateway.roster import read_roster
 from gateway.store.base import ClassWindowRow
 
 log = logging.getLogger("zvonok.cli")
+
+WAIT_AHEAD = timedelta(minutes=1)
+"""`announce --wait` does not wait for deliveries due later than this (a window, a send time, a long retry)."""
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_REFUSED, EXIT_NOT_FOUND, EXIT_INTERNAL = 0, 1, 2, 3, 4, 70
 
@@ -418,8 +421,13 @@ async def _announce(gateway: Gateway, args: argparse.Namespace) -> int:
     verb = "создано" if posted.created else "уже было создано с этим ключом"
     print(f"Объявление № {posted.id} {verb}. {describe_preview(posted.preview, school)}")
     if args.wait:
-        await deliver(gateway, [posted.id], sys.stdout)
+        later = await deliver(gateway, [posted.id], sys.stdout, until_waiting=True)
         print(render_text(await gateway.report(posted.id)))
+        if later is not None:
+            print(
+                f"Остальные доставки ждут: первые уйдут {later.astimezone(school.zone):%d.%m.%Y в %H:%M} "
+                "(их отправит работающий zvonok serve или zvonok worker)."
+            )
     return EXIT_OK
 
 
@@ -464,19 +472,29 @@ async def _tasks(gateway: Gateway, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def deliver(gateway: Gateway, ids: Sequence[int], out: TextIO) -> None:
-    """Run the dispatcher until every delivery of `ids` is final, drawing a progress bar."""
+async def deliver(gateway: Gateway, ids: Sequence[int], out: TextIO, *, until_waiting: bool = False) -> datetime | None:
+    """Run the dispatcher until every delivery of `ids` is final, drawing a progress bar. With `until_waiting`,
+    stop as soon as everything not final waits for a later moment (a window opening, a send time, a retry more
+    than `WAIT_AHEAD` away), and return the earliest of them; None when everything is final."""
     stop = asyncio.Event()
     runner = asyncio.create_task(gateway.dispatcher.run(stop))
+    later: datetime | None = None
     try:
         while True:
             done = total = 0
+            waiting: list[datetime] = []
             for announcement_id in ids:
                 counts = await gateway.store.progress(announcement_id)
                 total += sum(counts.values())
                 done += sum(n for s, n in counts.items() if s in FINAL_STATUSES)
-            _bar(out, done, total)
-            if done == total:
+                if until_waiting and done < total:
+                    horizon = gateway.clock.now() + WAIT_AHEAD
+                    rows = await gateway.store.deliveries(announcement_id)
+                    waiting += [r.not_before for r in rows if r.status not in FINAL_STATUSES and r.not_before > horizon]
+            if waiting and len(waiting) == total - done:
+                later = min(waiting)
+            _bar(out, done, total, final=later is not None)
+            if done == total or later is not None:
                 break
             if runner.done():
                 runner.result()
@@ -486,15 +504,16 @@ async def deliver(gateway: Gateway, ids: Sequence[int], out: TextIO) -> None:
         stop.set()
         await runner
     out.write("\n")
+    return later
 
 
-def _bar(out: TextIO, done: int, total: int) -> None:
+def _bar(out: TextIO, done: int, total: int, *, final: bool = False) -> None:
     width = 30
     filled = width if total == 0 else width * done // total
     line = f"Доставка: [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
     if out.isatty():
         out.write("\r" + line)
-    elif done == total:
+    elif done == total or final:
         out.write(line)
     out.flush()
 

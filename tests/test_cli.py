@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from adapters.emulators.smtp import SmtpEmulator
 from gateway.cli import main
 from gateway.store.sqlite import SqliteStore
 from tests.data import ROSTER_CSV, SCHOOL_YAML, ZVONOK_YAML, write_config
@@ -123,6 +126,36 @@ def test_announce_then_report(capsys: pytest.CaptureFixture[str], cfg: Path) -> 
     assert "чат родителей MAX: ожидает отправки" in out
     assert "чат учеников: у класса нет такого чата" in out  # 5Б has no students' chat
     assert "Сидоров Олег  +79000000003 (ученик: Сидоров Ваня) — нет в чате родителей; нет e-mail" in out
+
+
+async def test_announce_wait_sends_and_reports_and_does_not_wait_for_later(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    async with SmtpEmulator() as smtp:
+        db = f"database: sqlite:///{tmp_path / 'z.db'}\n"
+        cfg = write_config(
+            tmp_path / "config", settings=ZVONOK_YAML.replace("2525", str(smtp.port)) + db, roster=ROSTER_CSV
+        )
+        base = ["announce", "--config", str(cfg), "--author", "dep", "--to", "parents", "--classes", "7Б", "--wait"]
+
+        def cli(*args: str) -> tuple[int, str, str]:  # the command runs its own event loop: in a thread here
+            return run(capsys, *args)
+
+        roster = str(cfg / "rosters" / "s1.csv")
+        assert (await asyncio.to_thread(cli, "roster", "import", "--config", str(cfg), roster))[0] == 0
+        # 7Б has no chats: its parent is e-mailed at once, and --wait shows it done and prints the report
+        code, out, _ = await asyncio.to_thread(cli, *base, "--title", "Собрание", "--text", "В среду.")
+        assert code == 0, out
+        assert "Доставка: [##############################] 1/1" in out and "Класс 7Б" in out
+        assert [m.recipients for m in smtp.messages] == [("irina@mail.test",)]
+        # to be sent in three days at 10:00: nothing is due now, and --wait says when it starts, not waiting days
+        day = (datetime.now(UTC) + timedelta(days=3)).astimezone(ZoneInfo("Asia/Yekaterinburg")).date()
+        later = [*base, "--title", "Ярмарка", "--text", "В субботу.", "--at", f"{day} 10:00+05:00"]
+        code, out, _ = await asyncio.wait_for(asyncio.to_thread(cli, *later), 60)
+        assert code == 0, out
+        assert "Доставка: [..............................] 0/1" in out
+        assert f"Остальные доставки ждут: первые уйдут {day:%d.%m.%Y} в 10:00" in out
+        assert len(smtp.messages) == 1
 
 
 @pytest.mark.parametrize(
