@@ -168,7 +168,9 @@ class Gateway:
             )
 
         planned = plan(school, request, guardians, dead_chats=dead, earliest=earliest, start=start, deadline=deadline)
-        backlog = await self.store.backlog(now, max((d.not_before for d in planned.deliveries), default=now))
+        until = max((d.not_before for d in planned.deliveries), default=now)
+        accounts = sorted({(d.channel, d.account) for d in planned.deliveries})
+        backlog = await self.store.backlog(now, until, accounts)
         shared = self.store.shares_rate_limits
         rates = {name: provider_rate(self.config.settings, name, shared=shared) for name in ("max", "vk")}
         expected = estimate(planned, school, request.kind, now=now, backlog=backlog, rates=rates)

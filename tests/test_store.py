@@ -670,6 +670,9 @@ async def test_backlog_is_the_open_work_per_account_by_when_it_is_due(store: Sto
     assert await store.backlog(now, later) == {("email", ""): [(now, 3)], ("max", "bot"): [(now, 2), (later, 1)]}
     await store.finish([done(leased.id, leased.lease_token, Status.PERMANENT_FAILURE, clock)], now)
     assert await store.backlog(now, later) == {("email", ""): [(now, 2)], ("max", "bot"): [(now, 2), (later, 1)]}
+    # a post asks for its own tokens' queues only
+    assert await store.backlog(now, later, [("max", "bot"), ("vk", "bot")]) == {("max", "bot"): [(now, 2), (later, 1)]}
+    assert await store.backlog(now, now, [("email", "")]) == {("email", ""): [(now, 2)]}
 
 
 async def test_audit_log_is_newest_first_per_school(store: Store, clock: ManualClock) -> None:

@@ -440,9 +440,12 @@ class Store(ABC):
         """Record outcomes (only for current leases); returns how many were recorded."""
 
     @abstractmethod
-    async def backlog(self, now: datetime, until: datetime) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
-        """The queue a new announcement waits behind: open deliveries due by `until`, per (channel, account), as
-        (when due, how many) in time order; what is due already counts as due `now`."""
+    async def backlog(
+        self, now: datetime, until: datetime, accounts: Sequence[tuple[str, str]] | None = None
+    ) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
+        """The queue a new announcement waits behind: open deliveries due by `until`, per (channel, account) (of
+        `accounts` only, when given: a post needs its own tokens' queues), as (when due, how many) in time order;
+        what is due already counts as due `now`."""
 
     @abstractmethod
     async def next_due(self, *, channels: Sequence[str] = (), skip_accounts: Sequence[str] = ()) -> datetime | None:

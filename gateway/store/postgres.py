@@ -709,12 +709,24 @@ class PostgresStore(Store):
                 await _notify(conn, self.channel, "retry")
         return len(recorded) + waiting
 
-    async def backlog(self, now: datetime, until: datetime) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
-        rows = await self._all(_BACKLOG, {"now": require_aware(now), "until": require_aware(until)})
+    async def backlog(
+        self, now: datetime, until: datetime, accounts: Sequence[tuple[str, str]] | None = None
+    ) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
+        params = {"now": require_aware(now), "until": require_aware(until)}
+        if accounts is None:
+            rows = await self._all(_BACKLOG.format(only=""), params)
+        else:
+            pairs = list(dict.fromkeys(accounts))
+            rows = await self._all(
+                _BACKLOG.format(
+                    only="AND (channel, account) IN (SELECT * FROM unnest(%(channels)s::text[], %(accounts)s::text[]))"
+                ),
+                {**params, "channels": [c for c, _ in pairs], "accounts": [a for _, a in pairs]},
+            )
         queues: dict[tuple[str, str], list[tuple[datetime, int]]] = {}
         for r in rows:
-            queues.setdefault((r[0], r[1]), []).append((r[2], int(r[3])))
-        return queues
+            queues.setdefault((r[0], r[1]), []).append((now if r[2] is None else r[2], int(r[3])))
+        return {key: sorted(parts) for key, parts in queues.items()}
 
     async def next_due(self, *, channels: Sequence[str] = (), skip_accounts: Sequence[str] = ()) -> datetime | None:
         rows = await self._all(_NEXT_DUE, {"channels": list(channels) or None, "skip": list(skip_accounts)})
@@ -1347,9 +1359,12 @@ WHERE d.id = r.id AND d.lease_token = r.token
 RETURNING d.id"""
 
 _BACKLOG = f"""
-SELECT channel, account, greatest(not_before, %(now)s) AS due, count(*) FROM deliveries
-WHERE status IN {_OPEN} AND not_before <= %(until)s
-GROUP BY channel, account, due ORDER BY due"""
+SELECT channel, account, NULL::timestamptz, count(*) FROM deliveries
+WHERE status IN {_OPEN} AND not_before <= %(now)s {{only}} GROUP BY channel, account
+UNION ALL
+SELECT channel, account, not_before, count(*) FROM deliveries
+WHERE status IN {_OPEN} AND not_before > %(now)s AND not_before <= %(until)s {{only}}
+GROUP BY channel, account, not_before"""
 
 _NEXT_DUE = f"""
 SELECT min(CASE WHEN status = 'sending' THEN lease_until ELSE not_before END)

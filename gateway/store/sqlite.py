@@ -720,17 +720,30 @@ class SqliteStore(Store):
 
         return await self._tx(tx)
 
-    async def backlog(self, now: datetime, until: datetime) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
+    async def backlog(
+        self, now: datetime, until: datetime, accounts: Sequence[tuple[str, str]] | None = None
+    ) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
         def read(conn: sqlite3.Connection) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
-            cur = conn.execute(
-                f"""SELECT channel, account, MAX(not_before, ?) AS due, COUNT(*) FROM deliveries
-                    WHERE status IN {_OPEN} AND not_before <= ? GROUP BY channel, account, due ORDER BY due""",
-                (ts(now), ts(until)),
-            )
+            # both halves walk the index of open deliveries by (channel, account, not_before) in its order
+            query = f"""
+                SELECT channel, account, NULL, COUNT(*) FROM deliveries
+                WHERE status IN {_OPEN} AND not_before <= ? {{only}} GROUP BY channel, account
+                UNION ALL
+                SELECT channel, account, not_before, COUNT(*) FROM deliveries
+                WHERE status IN {_OPEN} AND not_before > ? AND not_before <= ? {{only}}
+                GROUP BY channel, account, not_before"""
+            stamps = (ts(now), ts(now), ts(until))
+            if accounts is None:
+                rows = conn.execute(query.format(only=""), stamps).fetchall()
+            else:
+                only = query.format(only="AND channel = ? AND account = ?")
+                rows = [
+                    r for a in dict.fromkeys(accounts) for r in conn.execute(only, (*stamps[:1], *a, *stamps[1:], *a))
+                ]
             queues: dict[tuple[str, str], list[tuple[datetime, int]]] = {}
-            for r in cur:
-                queues.setdefault((r[0], r[1]), []).append((parse_ts(r[2]), int(r[3])))
-            return queues
+            for r in rows:
+                queues.setdefault((r[0], r[1]), []).append((now if r[2] is None else parse_ts(r[2]), int(r[3])))
+            return {key: sorted(parts) for key, parts in queues.items()}
 
         return await self._read(read)
 
