@@ -28,7 +28,7 @@ from gateway.policy import check_request
 from gateway.reports import Report, build_report
 from gateway.roster import Roster, guardian_key
 from gateway.store import open_store
-from gateway.store.base import AnnouncementRecord, Claimed, ClassWindowRow, RosterChange, Store, TaskRow
+from gateway.store.base import AnnouncementRecord, Claimed, ClassWindowRow, Purged, RosterChange, Store, TaskRow
 from schedules.windows import MessagingWindow, end_of_school_day, is_allowed, next_allowed
 
 log = logging.getLogger("zvonok")
@@ -355,6 +355,28 @@ class Gateway:
     async def report(self, announcement_id: int) -> Report:
         record = await self.announcement(announcement_id)
         return await build_report(self.store, self.config.school(record.school_id), record)
+
+    # ------------------------------------------------------------------ personal-data retention
+
+    async def purge_personal_data(self, *, dry_run: bool = False) -> tuple[datetime, list[Purged]]:
+        """Remove the personal data kept longer than `retention.days` (Store.purge_personal_data: announcements
+        created before the cut-off whose work is done, guardians who left before it), writing the audit log of
+        each school; with `dry_run`, only say what would go. (the cut-off, what went per school)."""
+        now = self.clock.now()
+        cutoff = now - timedelta(days=self.config.settings.retention.days)
+        purged = await self.store.purge_personal_data(cutoff, now, dry_run=dry_run)
+        if not dry_run:
+            for p in purged:  # counts only: the log names no one
+                log.info(
+                    "retention: school %s: personal data of %d announcement(s) (%d letter(s), %d report line(s)) "
+                    "and %d former guardian(s) removed",
+                    p.school_id,
+                    p.announcements,
+                    p.letters,
+                    p.people,
+                    p.former_guardians,
+                )
+        return cutoff, purged
 
     # ------------------------------------------------------------------ dispatch
 

@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -194,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     cw.add_argument("--reset", action="store_true", help="сбросить: снова действует окно из файла школы")
     cw.add_argument("--by", default="", help="кто меняет (id сотрудника; для журнала аудита и проверки прав)")
 
+    data = sub.add_parser("data", help="персональные данные: удаление по истечении срока хранения (retention)")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    purge = data_sub.add_parser(
+        "purge", help="удалить персональные данные старше срока хранения (это же служба делает раз в сутки)"
+    )
+    with_config(purge)
+    purge.add_argument("--dry-run", action="store_true", help="только показать, что будет удалено, ничего не меняя")
+
     worker = sub.add_parser(
         "worker", help="рассылка и периодические задачи без HTTP (процессов может быть несколько, с PostgreSQL)"
     )
@@ -301,6 +309,8 @@ async def _run(args: argparse.Namespace) -> int:
             return await _class_window(gateway, args)
         if args.command == "worker":
             return await _worker(gateway)
+        if args.command == "data":
+            return await _purge(gateway, dry_run=args.dry_run)
     finally:
         await gateway.close()
     return EXIT_INVALID
@@ -706,6 +716,33 @@ def _window_source(school: School, name: str, row: ClassWindowRow | None) -> str
     if school.classes[name].window is not None:
         return "из файла школы"
     return "окно школы"
+
+
+async def _purge(gateway: Gateway, *, dry_run: bool) -> int:
+    """Remove (or, dry, show) the personal data past the retention period; the audit log records a removal."""
+    days = gateway.config.settings.retention.days
+    cutoff, purged = await gateway.purge_personal_data(dry_run=dry_run)
+    print(
+        f"Срок хранения персональных данных: {days} дн. (retention.days); "
+        f"граница — {cutoff.astimezone(UTC):%d.%m.%Y %H:%M} UTC."
+    )
+    if not purged:
+        print("Удалять нечего: персональных данных старше срока хранения нет.")
+        return EXIT_OK
+    will = "будут удалены" if dry_run else "удалены"
+    for p in purged:
+        school = gateway.config.schools.get(p.school_id)
+        name = f"«{school.name}» ({p.school_id})" if school else p.school_id
+        print(
+            f"Школа {name}: {will} данные получателей объявлений: {p.announcements} "
+            f"(адресов в письмах {p.letters}, строк отчётов {p.people}); "
+            f"выбывших представителей: {p.former_guardians}."
+        )
+    if dry_run:
+        print("Это проверка: ничего не изменено. Без --dry-run данные будут удалены и это запишется в журнал аудита.")
+    else:
+        print("Удаление записано в журнал аудита каждой школы (zvonok audit). Отчёты сохранили числа, но не имена.")
+    return EXIT_OK
 
 
 async def _worker(gateway: Gateway) -> int:

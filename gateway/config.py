@@ -72,6 +72,22 @@ class DispatchSettings:
     accounts_in_parallel: int = 16
 
 
+MIN_RETENTION_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long personal data is kept (152-ФЗ art. 5: no longer than the purpose needs). `days` after an
+    announcement was created its recipients' names and addresses are removed (once its work is done), and `days`
+    after a guardian left the school (a roster import no longer lists them) the guardian is deleted.
+
+    The default, a year, covers a school year plus the time to answer an appeal about it ("was this family
+    told?"); the school's lawyer decides, and writes it in the school's data-processing rules. Fewer than
+    `MIN_RETENTION_DAYS` is refused as a likely mistake: the staff need the report of an announcement for weeks."""
+
+    days: int = 365
+
+
 MAX_PRODUCTION_URL = "https://platform-api2.max.ru"
 
 
@@ -87,6 +103,7 @@ class Settings:
     max: ProviderSettings = field(default_factory=lambda: ProviderSettings(MAX_PRODUCTION_URL, 28, 26))
     vk: ProviderSettings = field(default_factory=lambda: ProviderSettings("https://api.vk.ru", 18, 18))
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,7 +383,10 @@ def _read(path: Path, problems: list[Problem]) -> str:
 
 def _settings(doc: _Doc, data: Any) -> Settings:
     top = _Fields(
-        doc, data, (), {"database", "public_url", "secret", "secret_env", "listen", "email", "max", "vk", "dispatch"}
+        doc,
+        data,
+        (),
+        {"database", "public_url", "secret", "secret_env", "listen", "email", "max", "vk", "dispatch", "retention"},
     )
     defaults = Settings()
     email_f = _Fields(doc, top.data.get("email") or {}, ("email",), _EMAIL_KEYS)
@@ -426,7 +446,21 @@ def _settings(doc: _Doc, data: Any) -> Settings:
         max=_provider(doc, top.data.get("max"), "max", defaults.max),
         vk=_provider(doc, top.data.get("vk"), "vk", defaults.vk),
         dispatch=dispatch,
+        retention=_retention(doc, top.data.get("retention"), defaults.retention),
     )
+
+
+def _retention(doc: _Doc, data: Any, default: RetentionSettings) -> RetentionSettings:
+    f = _Fields(doc, {} if data is None else data, ("retention",), {"days"})
+    days = f.get("days", int, default.days)
+    if days < MIN_RETENTION_DAYS:
+        doc.add(
+            ("retention", "days"),
+            f"срок хранения персональных данных {days} дн. слишком мал: не меньше {MIN_RETENTION_DAYS} дней "
+            f"(по умолчанию {default.days})",
+        )
+        return default
+    return RetentionSettings(days=days)
 
 
 def _link_secret(doc: _Doc, top: _Fields) -> str:

@@ -13,6 +13,11 @@ the first process to fire in a block runs it.
   or escalated, as each school configured — once per minute across processes;
 - chat-health: every six hours, chats whose last health check is stale are checked again — once per six-hour
   block (UTC) across processes;
+- retention: personal data kept longer than `retention.days` is removed (`Gateway.purge_personal_data`) — once
+  per UTC day across processes. Every process tries every hour (at minute 17, UTC), and the first try of the
+  day wins its tick, so a day is not missed because no process was up at one fixed hour (or because processes
+  restart more often than an interval would fire). A failed run is not retried that day: the next day's run
+  removes everything then past its cut-off, this day's too;
 - window-open: at every messaging-window opening of every school and class (in the school's own time zone)
   each process wakes its own dispatcher, so deliveries held for the window go out at once instead of at the
   next poll. These stay per process, unclaimed: a wake-up only makes a dispatcher look for due work, which the
@@ -53,6 +58,8 @@ OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 DEADLINES_EVERY = timedelta(minutes=1)
 HEALTH_EVERY = timedelta(hours=6)
+RETENTION_EVERY = timedelta(days=1)
+RETENTION_MINUTE = 17  # of every hour (UTC): off the hour, when other work starts
 CLASS_WINDOWS_EVERY = timedelta(minutes=1)
 OPENING_PREFIX = "window-open:"
 
@@ -150,11 +157,20 @@ def start_scheduler(gateway: Gateway) -> AsyncIOScheduler:
             except Exception:
                 log.exception("chat health check of school %s failed", school_id)
 
+    async def retention() -> None:
+        try:
+            await gateway.purge_personal_data()
+        except Exception:  # a store hiccup: nothing was removed (one transaction), and tomorrow's run removes it
+            log.exception("personal data retention purge failed")
+
     async def deadlines_tick() -> bool:
         return await once_per_period(gateway, "forwarding-deadlines", DEADLINES_EVERY, deadlines)
 
     async def health_tick() -> bool:
         return await once_per_period(gateway, "chat-health", HEALTH_EVERY, health)
+
+    async def retention_tick() -> bool:
+        return await once_per_period(gateway, "retention", RETENTION_EVERY, retention)
 
     scheduler.add_job(
         deadlines_tick,
@@ -164,6 +180,14 @@ def start_scheduler(gateway: Gateway) -> AsyncIOScheduler:
         coalesce=True,
     )
     scheduler.add_job(health_tick, IntervalTrigger(hours=6), id="chat-health", coalesce=True)
+    scheduler.add_job(
+        retention_tick,
+        CronTrigger(minute=RETENTION_MINUTE, timezone=UTC),  # every hour; the day's first try runs it
+        id="retention",
+        misfire_grace_time=600,
+        coalesce=True,
+        max_instances=1,
+    )
     scheduler.add_job(
         class_windows,
         IntervalTrigger(seconds=int(CLASS_WINDOWS_EVERY.total_seconds())),

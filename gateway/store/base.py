@@ -20,6 +20,9 @@ Guarantees every backend keeps:
 - Where several processes share the store (`shares_rate_limits`), `reserve_permits` hands out each credential's
   permits once, in order, at the rate asked: processes that pace their requests by them stay under the limit
   together.
+- `purge_personal_data` removes, in one transaction, the personal data of announcements older than a cut-off
+  whose work is done, and the guardians who left before it, writing one audit line per school; a second run
+  clears nothing more.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from typing import ClassVar
 
 from gateway.domain import AnnouncementRequest, Guardian, School, Status
@@ -260,6 +263,33 @@ class LetterRow:
     title: str
     acknowledged_at: datetime | None
     opted_out: bool
+
+
+RETENTION_ACTOR = "хранение данных"
+"""Who the audit log names for a retention purge (the system itself, on its configured schedule)."""
+
+PURGED_PREFIX = "удалено-"
+"""What stands in a purged announcement for an e-mail address ("удалено-<delivery id>") and for a report line's
+person ("удалено-<n>", n numbering the announcement's lines): unique where the schema needs it, naming nobody."""
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """What a retention purge removed (or, dry, would remove) in one school."""
+
+    school_id: str
+    announcements: int  # announcements whose recipients' personal data was removed
+    letters: int  # their e-mail deliveries: address, name and error text removed
+    people: int  # their report lines (coverage rows): no longer linked to a guardian, address removed
+    former_guardians: int  # guardians who left the school before the cut-off, deleted with their classes
+
+    def audit(self, cutoff: datetime) -> str:
+        """The audit line that records the destruction (152-ФЗ: destruction is recorded)."""
+        return (
+            f"удалены персональные данные старше срока хранения (до {cutoff.astimezone(UTC):%d.%m.%Y %H:%M} UTC): "
+            f"объявлений {self.announcements} (писем {self.letters}, строк отчётов {self.people}), "
+            f"выбывших представителей {self.former_guardians}"
+        )
 
 
 class Store(ABC):
@@ -536,7 +566,8 @@ class Store(ABC):
 
     @abstractmethod
     async def letter(self, delivery_id: int) -> LetterRow | None:
-        """The e-mail delivery a parents' link names; None when there is no such e-mail delivery."""
+        """The e-mail delivery a parents' link names; None when there is no such e-mail delivery, or its
+        announcement's personal data was purged (the address it went to is no longer known)."""
 
     @abstractmethod
     async def acknowledge(self, delivery_id: int, now: datetime) -> datetime | None:
@@ -556,6 +587,27 @@ class Store(ABC):
         """Cancel what of an announcement has not gone out: open deliveries nobody is sending now, and open or
         escalated forwarding tasks; mark the announcement cancelled (once) and write the audit log. Returns how
         many deliveries were cancelled; NotFound when there is no such announcement."""
+
+    @abstractmethod
+    async def purge_personal_data(self, cutoff: datetime, now: datetime, *, dry_run: bool = False) -> list[Purged]:
+        """Remove the personal data kept past `cutoff`, in one transaction; what was removed, per school (only
+        schools with something removed, by id). With `dry_run`, what would be removed, changing nothing.
+
+        - Announcements created before `cutoff`, not purged yet, whose deliveries are all final and whose
+          forwarding tasks are none of them open (open work is never touched): every e-mail delivery's target
+          becomes "удалено-<its id>" (unique per announcement, as the schema needs), its recipient name and error
+          text are emptied, and so are its attempts' error texts (an SMTP reply may quote the address); every
+          delivery's recipient name is emptied; every report line (coverage row) gets "удалено-<n>" for its person
+          (the guardian key is a hash of the address) and loses its e-mail. The announcement is marked purged
+          (`purged_at` = `now`). Statuses, counts, classes, chats, times, acknowledgements (which point at the
+          anonymous delivery) and gaps stay, so reports and statistics still add up.
+        - Guardians who left the school (`left_at`) before `cutoff` are deleted, with their classes (the
+          children's names) and their unsubscription. Current guardians, and their opt-outs, stay.
+        - One audit line per school with anything removed: by `RETENTION_ACTOR`, action "retention", at `now`,
+          saying how much and the cut-off (`Purged.audit`).
+
+        Idempotent: a purged announcement is never looked at again, a deleted guardian is gone; a second run
+        removes nothing and writes no audit line."""
 
     @abstractmethod
     async def add_audit(

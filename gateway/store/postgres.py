@@ -63,6 +63,8 @@ from gateway.domain import EMAIL, AnnouncementRequest, Guardian, School, Status
 from gateway.errors import NotFound, ZvonokError
 from gateway.planner import Note, Plan, PlannedDelivery
 from gateway.store.base import (
+    PURGED_PREFIX,
+    RETENTION_ACTOR,
     Alert,
     AnnouncementRecord,
     AttemptRow,
@@ -74,6 +76,7 @@ from gateway.store.base import (
     DeliveryRow,
     GapRow,
     LetterRow,
+    Purged,
     Result,
     RosterChange,
     SessionRow,
@@ -981,6 +984,49 @@ class PostgresStore(Store):
         async with self._tx() as conn:
             await conn.execute(_INSERT_AUDIT, (school_id, require_aware(now), actor, action, announcement_id, details))
 
+    # ------------------------------------------------------------------ personal-data retention
+
+    async def purge_personal_data(self, cutoff: datetime, now: datetime, *, dry_run: bool = False) -> list[Purged]:
+        params: dict[str, Any] = {"cutoff": require_aware(cutoff), "now": require_aware(now), "prefix": PURGED_PREFIX}
+        async with self._tx() as conn:
+            if dry_run:
+                cur = await conn.execute(_PURGE_DUE, params)
+            else:
+                # Lock them (skipping those another transaction holds: it is cancelling one, or adding to it), then
+                # look again: a delivery or report line added since the first look would wait for these locks
+                # (its foreign key), so what the second look finds stays as found until the commit.
+                cur = await conn.execute(_PURGE_DUE + " FOR UPDATE OF a SKIP LOCKED", params)
+                params["ids"] = [r[0] for r in await cur.fetchall()]
+                cur = await conn.execute(_PURGE_DUE_AGAIN, params)
+            due = await cur.fetchall()
+            params["ids"] = [r[0] for r in due]
+            counts: dict[str, list[int]] = {}
+            for _, school_id in due:
+                counts.setdefault(school_id, [0, 0, 0, 0])[0] += 1
+            cur = await conn.execute(_PURGE_COUNT_LETTERS, params)
+            for school_id, n in await cur.fetchall():
+                counts[school_id][1] = n
+            cur = await conn.execute(_PURGE_COUNT_PEOPLE, params)
+            for school_id, n in await cur.fetchall():
+                counts[school_id][2] = n
+            if dry_run:
+                cur = await conn.execute(_COUNT_LEAVERS, params)
+            else:
+                await conn.execute(_PURGE_DELIVERIES, params)
+                await conn.execute(_PURGE_ATTEMPTS, params)
+                await conn.execute(_PURGE_COVERAGE, params)
+                await conn.execute(_MARK_PURGED, params)
+                cur = await conn.execute(_PURGE_LEAVERS, params)
+            for (school_id,) in await cur.fetchall():
+                counts.setdefault(school_id, [0, 0, 0, 0])[3] += 1
+            purged = [Purged(school_id, *counts[school_id]) for school_id in sorted(counts)]
+            if purged and not dry_run:
+                await conn.cursor().executemany(
+                    _INSERT_AUDIT,
+                    [(p.school_id, now, RETENTION_ACTOR, "retention", None, p.audit(cutoff)) for p in purged],
+                )
+        return purged
+
 
 # ---------------------------------------------------------------------- class windows set at run time
 
@@ -1396,7 +1442,7 @@ SELECT d.id, d.announcement_id, a.school_id, d.target, a.title, k.at,
                AND g.left_at IS NULL AND g.opted_out)
 FROM deliveries d JOIN announcements a ON a.id = d.announcement_id
 LEFT JOIN acknowledgements k ON k.delivery_id = d.id
-WHERE d.id = %s AND d.channel = 'email'"""
+WHERE d.id = %s AND d.channel = 'email' AND a.purged_at IS NULL"""
 
 _ACKNOWLEDGE = """
 INSERT INTO acknowledgements (delivery_id, announcement_id, at)
@@ -1456,6 +1502,56 @@ WHERE c.announcement_id = %(announcement)s AND {who}"""
 # parents' chat that is gone. (Statement 3 runs last: by then the e-mailed have a new delivery_id / note.)
 _BY_DELIVERY = "c.delivery_id = %(delivery)s"
 _BY_WAITING_CLASS = "c.class_name = %(class)s AND c.note = %(waiting)s"
+
+
+# ---------------------------------------------------------------------- personal-data retention
+
+# Announcements whose personal data is due for removal: older than the cut-off, not purged yet, no open work
+# (every delivery final, no forwarding task waiting for its class teacher).
+_PURGE_DUE = f"""
+SELECT a.id, a.school_id FROM announcements a
+WHERE a.purged_at IS NULL AND a.created_at < %(cutoff)s
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.announcement_id = a.id AND d.status IN {_OPEN})
+  AND NOT EXISTS (SELECT 1 FROM forwarding_tasks t WHERE t.announcement_id = a.id AND t.status = 'open')"""
+
+_PURGE_DUE_AGAIN = _PURGE_DUE + " AND a.id = ANY (%(ids)s::bigint[]) ORDER BY a.id"
+
+_PURGE_COUNT_LETTERS = """
+SELECT a.school_id, count(*) FROM deliveries d JOIN announcements a ON a.id = d.announcement_id
+WHERE d.announcement_id = ANY (%(ids)s::bigint[]) AND d.channel = 'email' GROUP BY a.school_id"""
+
+_PURGE_COUNT_PEOPLE = """
+SELECT a.school_id, count(*) FROM coverage c JOIN announcements a ON a.id = c.announcement_id
+WHERE c.announcement_id = ANY (%(ids)s::bigint[]) GROUP BY a.school_id"""
+
+# Only final deliveries, whatever was found: a delivery still to be sent keeps its address.
+_PURGE_DELIVERIES = f"""
+UPDATE deliveries SET recipient_name = '',
+    target = CASE WHEN channel = 'email' THEN %(prefix)s::text || id ELSE target END,
+    last_error = CASE WHEN channel = 'email' THEN '' ELSE last_error END
+WHERE announcement_id = ANY (%(ids)s::bigint[]) AND status NOT IN {_OPEN}"""
+
+# An SMTP reply may quote the address; a chat's error (the chat is gone, the bot was removed) names no one.
+_PURGE_ATTEMPTS = """
+UPDATE attempts SET error = ''
+WHERE error <> '' AND delivery_id IN (
+    SELECT id FROM deliveries WHERE announcement_id = ANY (%(ids)s::bigint[]) AND channel = 'email')"""
+
+# A report line's person is a guardian key (a hash of the address) or a staff id: "удалено-<n>" instead, n
+# numbering the announcement's lines in SQLite's (byte-wise) order (the primary key stays unique; no key begins
+# with that prefix).
+_PURGE_COVERAGE = """
+UPDATE coverage c SET person = %(prefix)s::text || s.n, email = ''
+FROM (SELECT announcement_id, person, class_name,
+             row_number() OVER (PARTITION BY announcement_id ORDER BY class_name COLLATE "C", person COLLATE "C") AS n
+      FROM coverage WHERE announcement_id = ANY (%(ids)s::bigint[])) AS s
+WHERE c.announcement_id = s.announcement_id AND c.person = s.person AND c.class_name = s.class_name"""
+
+_MARK_PURGED = "UPDATE announcements SET purged_at = %(now)s WHERE id = ANY (%(ids)s::bigint[])"
+
+# Guardians who left the school before the cut-off: deleted with their classes (ON DELETE CASCADE).
+_COUNT_LEAVERS = "SELECT school_id FROM guardians WHERE left_at IS NOT NULL AND left_at < %(cutoff)s"
+_PURGE_LEAVERS = "DELETE FROM guardians WHERE left_at IS NOT NULL AND left_at < %(cutoff)s RETURNING school_id"
 
 
 # ---------------------------------------------------------------------- helpers

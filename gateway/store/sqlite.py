@@ -28,6 +28,8 @@ from gateway.domain import EMAIL, AnnouncementRequest, Guardian, School, Status
 from gateway.errors import NotFound
 from gateway.planner import Note, Plan, PlannedDelivery
 from gateway.store.base import (
+    PURGED_PREFIX,
+    RETENTION_ACTOR,
     Alert,
     AnnouncementRecord,
     AttemptRow,
@@ -39,6 +41,7 @@ from gateway.store.base import (
     DeliveryRow,
     GapRow,
     LetterRow,
+    Purged,
     Result,
     RosterChange,
     SessionRow,
@@ -999,7 +1002,7 @@ class SqliteStore(Store):
                                   AND g.left_at IS NULL AND g.opted_out = 1)
                    FROM deliveries d JOIN announcements a ON a.id = d.announcement_id
                    LEFT JOIN acknowledgements k ON k.delivery_id = d.id
-                   WHERE d.id = ? AND d.channel = 'email'""",
+                   WHERE d.id = ? AND d.channel = 'email' AND a.purged_at IS NULL""",
                 (delivery_id,),
             ).fetchone()
             if row is None:
@@ -1088,6 +1091,90 @@ class SqliteStore(Store):
             )
 
         await self._tx(tx)
+
+    # ------------------------------------------------------------------ personal-data retention
+
+    async def purge_personal_data(self, cutoff: datetime, now: datetime, *, dry_run: bool = False) -> list[Purged]:
+        before, stamp = ts(cutoff), ts(now)
+
+        def tx(conn: sqlite3.Connection) -> list[Purged]:
+            # BEGIN IMMEDIATE: no other writer until the commit, so the announcements found stay as found.
+            due = conn.execute(_PURGE_DUE, (before,)).fetchall()
+            ids = json.dumps([r[0] for r in due])
+            counts: dict[str, list[int]] = {}
+            for _, school_id in due:
+                counts.setdefault(school_id, [0, 0, 0, 0])[0] += 1
+            for school_id, n in conn.execute(_PURGE_COUNT_LETTERS, (ids,)):
+                counts[school_id][1] = n
+            for school_id, n in conn.execute(_PURGE_COUNT_PEOPLE, (ids,)):
+                counts[school_id][2] = n
+            if dry_run:
+                leavers = conn.execute(
+                    "SELECT school_id FROM guardians WHERE left_at IS NOT NULL AND left_at < ?", (before,)
+                ).fetchall()
+            else:
+                conn.execute(_PURGE_DELIVERIES, (PURGED_PREFIX, ids))
+                conn.execute(_PURGE_ATTEMPTS, (ids,))
+                conn.execute(_PURGE_COVERAGE, (PURGED_PREFIX, ids))
+                conn.execute(
+                    "UPDATE announcements SET purged_at = ? WHERE id IN (SELECT value FROM json_each(?))", (stamp, ids)
+                )
+                leavers = conn.execute(
+                    "DELETE FROM guardians WHERE left_at IS NOT NULL AND left_at < ? RETURNING school_id", (before,)
+                ).fetchall()
+            for (school_id,) in leavers:
+                counts.setdefault(school_id, [0, 0, 0, 0])[3] += 1
+            purged = [Purged(school_id, *counts[school_id]) for school_id in sorted(counts)]
+            if not dry_run:
+                conn.executemany(
+                    """INSERT INTO audit (school_id, at, actor, action, announcement_id, details)
+                       VALUES (?, ?, ?, 'retention', NULL, ?)""",
+                    [(p.school_id, stamp, RETENTION_ACTOR, p.audit(cutoff)) for p in purged],
+                )
+            return purged
+
+        return await self._tx(tx)
+
+
+# Announcements whose personal data is due for removal: older than the cut-off, not purged yet, no open work
+# (every delivery final, no forwarding task waiting for its class teacher).
+_PURGE_DUE = f"""
+SELECT a.id, a.school_id FROM announcements a
+WHERE a.purged_at IS NULL AND a.created_at < ?
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.announcement_id = a.id AND d.status IN {_OPEN})
+  AND NOT EXISTS (SELECT 1 FROM forwarding_tasks t WHERE t.announcement_id = a.id AND t.status = 'open')
+ORDER BY a.id"""
+
+# The announcement ids are one JSON array parameter (json_each), however many there are.
+_PURGE_COUNT_LETTERS = """
+SELECT a.school_id, COUNT(*) FROM deliveries d JOIN announcements a ON a.id = d.announcement_id
+WHERE d.announcement_id IN (SELECT value FROM json_each(?)) AND d.channel = 'email' GROUP BY a.school_id"""
+
+_PURGE_COUNT_PEOPLE = """
+SELECT a.school_id, COUNT(*) FROM coverage c JOIN announcements a ON a.id = c.announcement_id
+WHERE c.announcement_id IN (SELECT value FROM json_each(?)) GROUP BY a.school_id"""
+
+# Only final deliveries, whatever the caller found: a delivery still to be sent keeps its address.
+_PURGE_DELIVERIES = f"""
+UPDATE deliveries SET recipient_name = '',
+    target = CASE WHEN channel = 'email' THEN ?1 || id ELSE target END,
+    last_error = CASE WHEN channel = 'email' THEN '' ELSE last_error END
+WHERE announcement_id IN (SELECT value FROM json_each(?2)) AND status NOT IN {_OPEN}"""
+
+# An SMTP reply may quote the address; a chat's error (the chat is gone, the bot was removed) names no one.
+_PURGE_ATTEMPTS = """
+UPDATE attempts SET error = ''
+WHERE error <> '' AND delivery_id IN (
+    SELECT id FROM deliveries WHERE announcement_id IN (SELECT value FROM json_each(?)) AND channel = 'email')"""
+
+# A report line's person is a guardian key (a hash of the address) or a staff id: "удалено-<n>" instead, n
+# numbering the announcement's lines (the primary key stays unique; no key begins with that prefix).
+_PURGE_COVERAGE = """
+UPDATE coverage SET person = ?1 || s.n, email = ''
+FROM (SELECT announcement_id AS a, person AS p, class_name AS k,
+             row_number() OVER (PARTITION BY announcement_id ORDER BY class_name, person) AS n
+      FROM coverage WHERE announcement_id IN (SELECT value FROM json_each(?2))) AS s
+WHERE coverage.announcement_id = s.a AND coverage.person = s.p AND coverage.class_name = s.k"""
 
 
 _CLAIM_COLUMNS = """id, announcement_id, channel, account, target, class_name, chat_kind, recipient_name, attempts,
