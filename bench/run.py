@@ -220,7 +220,22 @@ BENCHMARKS: dict[str, tuple[list[str], Renderer, str]] = {
 }
 
 
+def cpu_speed() -> float:
+    """Milliseconds of CPU for a fixed piece of pure-Python work, the best of five: how fast this machine ran
+    Python at the time. The host is shared: on 2026-11-22 the same letters took 212 us each to render at 13:38
+    and 356 us at 14:20, so absolute figures are to be read beside this one."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.process_time()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i % 7
+        best = min(best, time.process_time() - started)
+    return round(best * 1000, 1)
+
+
 def run(names: list[str]) -> None:
+    speed: dict[str, Any] = {"ran": names, "before_ms": cpu_speed()}
     for name in names:
         script = HERE / f"{name}.py"
         if not script.exists():
@@ -231,6 +246,8 @@ def run(names: list[str]) -> None:
         started = time.monotonic()
         subprocess.run([sys.executable, str(script), *args], check=True, cwd=HERE.parent)  # noqa: S603 - our scripts
         print(f"-- {name}: {time.monotonic() - started:.0f} s", flush=True)
+    speed["after_ms"] = cpu_speed()
+    (RESULTS / "cpu_speed.json").write_text(json.dumps(speed) + "\n", encoding="utf-8")
 
 
 def render() -> None:
@@ -243,6 +260,15 @@ def render() -> None:
         f"{platform.machine()}; shared with other work, so absolute times are noisy.",
         "",
     ]
+    speed = RESULTS / "cpu_speed.json"
+    if speed.exists():
+        ms = json.loads(speed.read_text(encoding="utf-8"))
+        lines[-1:-1] = [
+            f"CPU speed at the last `bench/run.py` ({', '.join(ms['ran'])}): a fixed pure-Python loop (`cpu_speed`, "
+            f"best of 5) took {ms['before_ms']} ms before it and {ms['after_ms']} ms after. The host is shared and "
+            "the same code has run at half the speed in another hour of the same day: read absolute times beside "
+            "this figure; ratios within one run are not affected.",
+        ]
     for name, (_args, summarise, title) in BENCHMARKS.items():
         path = RESULTS / f"{name}.json"
         if not path.exists():
