@@ -234,7 +234,16 @@ def cpu_speed() -> float:
     return round(best * 1000, 1)
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(all, stolen) CPU ticks since boot (/proc/stat): the time a virtual machine's host gave to others is
+    "steal", which slows everything here without showing as load."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return sum(fields[:8]), fields[7]
+
+
 def run(names: list[str]) -> None:
+    ticks = cpu_ticks()
     speed: dict[str, Any] = {"ran": names, "before_ms": cpu_speed()}
     for name in names:
         script = HERE / f"{name}.py"
@@ -247,6 +256,8 @@ def run(names: list[str]) -> None:
         subprocess.run([sys.executable, str(script), *args], check=True, cwd=HERE.parent)  # noqa: S603 - our scripts
         print(f"-- {name}: {time.monotonic() - started:.0f} s", flush=True)
     speed["after_ms"] = cpu_speed()
+    now = cpu_ticks()
+    speed["stolen_share"] = round((now[1] - ticks[1]) / max(1, now[0] - ticks[0]), 3)
     (RESULTS / "cpu_speed.json").write_text(json.dumps(speed) + "\n", encoding="utf-8")
 
 
@@ -265,9 +276,10 @@ def render() -> None:
         ms = json.loads(speed.read_text(encoding="utf-8"))
         lines[-1:-1] = [
             f"CPU speed at the last `bench/run.py` ({', '.join(ms['ran'])}): a fixed pure-Python loop (`cpu_speed`, "
-            f"best of 5) took {ms['before_ms']} ms before it and {ms['after_ms']} ms after. The host is shared and "
-            "the same code has run at half the speed in another hour of the same day: read absolute times beside "
-            "this figure; ratios within one run are not affected.",
+            f"best of 5) took {ms['before_ms']} ms before it and {ms['after_ms']} ms after, and the host took "
+            f"{ms['stolen_share']:.0%} of this machine's CPU time for others while it ran (steal, /proc/stat). The "
+            "host is shared and the same code has run at half the speed in another hour of the same day: read "
+            "absolute times beside these figures; ratios within one run are not affected.",
         ]
     for name, (_args, summarise, title) in BENCHMARKS.items():
         path = RESULTS / f"{name}.json"
