@@ -11,6 +11,8 @@ own process so that it does not share the client's event loop):
   as many `mailto://` URLs as our pool has connections, notified at once (each URL is one SMTP connection
   with one message per recipient, which is what Apprise does with several `to=`), and — measured too — one
   URL with all recipients.
+  Apprise's SMTP timeout is raised from its 4 s to the gateway's 30 s (`cto=30`): on a loaded host its 4 s
+  failed whole connections of 2,500 letters.
 - **raw**: the floor — a pool of 4 aiosmtplib connections sending the very letters the gateway sent (byte for
   byte, as the server received them: the server's work per letter is the same), with no rendering, no store
   and no bookkeeping.
@@ -128,7 +130,7 @@ def apprise_send(n: int, server: SmtpServerProcess, urls: int) -> float:
 
     def send(group: list[str]) -> None:
         notifier = apprise.Apprise()
-        url = f"mailto://127.0.0.1:{server.port}?mode=insecure&from=noreply@school.example&to={','.join(group)}"
+        url = f"mailto://127.0.0.1:{server.port}?mode=insecure&cto=30&from=noreply@school.example&to={','.join(group)}"
         notifier.add(url)
         if not notifier.notify(title=SUBJECT, body=BODY):
             failures.append(len(group))
@@ -152,7 +154,7 @@ def apprise_per_letter(n: int, server: SmtpServerProcess) -> float:
     started = time.perf_counter()
     for address in recipients(n):
         notifier = apprise.Apprise()
-        notifier.add(f"mailto://127.0.0.1:{server.port}?mode=insecure&from=noreply@school.example&to={address}")
+        notifier.add(f"mailto://127.0.0.1:{server.port}?mode=insecure&cto=30&from=noreply@school.example&to={address}")
         if not notifier.notify(title=SUBJECT, body=BODY):
             raise RuntimeError(f"Apprise reported a failure for {address}")
     return time.perf_counter() - started
