@@ -245,20 +245,22 @@ def cpu_ticks() -> tuple[int, int]:
 def run(names: list[str]) -> None:
     ticks = cpu_ticks()
     speed: dict[str, Any] = {"ran": names, "before_ms": cpu_speed()}
-    for name in names:
-        script = HERE / f"{name}.py"
-        if not script.exists():
-            print(f"-- {name}: no script, skipped", flush=True)
-            continue
-        args = BENCHMARKS[name][0]
-        print(f"-- {name} ...", flush=True)
-        started = time.monotonic()
-        subprocess.run([sys.executable, str(script), *args], check=True, cwd=HERE.parent)  # noqa: S603 - our scripts
-        print(f"-- {name}: {time.monotonic() - started:.0f} s", flush=True)
-    speed["after_ms"] = cpu_speed()
-    now = cpu_ticks()
-    speed["stolen_share"] = round((now[1] - ticks[1]) / max(1, now[0] - ticks[0]), 3)
-    (RESULTS / "cpu_speed.json").write_text(json.dumps(speed) + "\n", encoding="utf-8")
+    try:
+        for name in names:
+            script = HERE / f"{name}.py"
+            if not script.exists():
+                print(f"-- {name}: no script, skipped", flush=True)
+                continue
+            args = BENCHMARKS[name][0]
+            print(f"-- {name} ...", flush=True)
+            started = time.monotonic()
+            subprocess.run([sys.executable, str(script), *args], check=True, cwd=HERE.parent)  # noqa: S603
+            print(f"-- {name}: {time.monotonic() - started:.0f} s", flush=True)
+    finally:  # also when a benchmark fails: the figures it did write were made at this speed
+        speed["after_ms"] = cpu_speed()
+        now = cpu_ticks()
+        speed["stolen_share"] = round((now[1] - ticks[1]) / max(1, now[0] - ticks[0]), 3)
+        (RESULTS / "cpu_speed.json").write_text(json.dumps(speed) + "\n", encoding="utf-8")
 
 
 def render() -> None:
