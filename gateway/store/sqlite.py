@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -363,19 +364,21 @@ class SqliteStore(Store):
 
     async def guardians(self, school_id: str) -> list[Guardian]:
         def read(conn: sqlite3.Connection) -> list[Guardian]:
+            # A school's thousand guardians are read for every post: plain tuples (not sqlite3.Row) and a sort
+            # here (by UTF-8 bytes, as ORDER BY name would) take half the time.
+            cur = conn.cursor()
+            cur.row_factory = None
             classes: dict[str, dict[str, bool]] = {}
-            for r in conn.execute(
+            for key, class_name, in_chat in cur.execute(
                 "SELECT key, class_name, in_chat FROM guardian_classes WHERE school_id = ?", (school_id,)
             ):
-                classes.setdefault(r[0], {})[r[1]] = bool(r[2])
-            return [
-                Guardian(r[0], r[1], r[2], r[3], bool(r[4]), classes.get(r[0], {}))
-                for r in conn.execute(
-                    "SELECT key, name, email, phone, opted_out FROM guardians WHERE school_id = ? AND left_at IS NULL "
-                    "ORDER BY name",
-                    (school_id,),
-                )
-            ]
+                classes.setdefault(key, {})[class_name] = bool(in_chat)
+            rows = cur.execute(
+                "SELECT key, name, email, phone, opted_out FROM guardians WHERE school_id = ? AND left_at IS NULL",
+                (school_id,),
+            ).fetchall()
+            rows.sort(key=itemgetter(1))
+            return [Guardian(k, name, mail, phone, bool(out), classes.get(k, {})) for k, name, mail, phone, out in rows]
 
         return await self._read(read)
 
