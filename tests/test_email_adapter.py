@@ -25,7 +25,7 @@ from adapters.base import (
     TransientError,
     UnknownOutcome,
 )
-from adapters.email import EmailChannel, EmailSettings
+from adapters.email import _TEMPLATES_MAX, EmailChannel, EmailSettings
 from adapters.emulators.smtp import ReceivedMail, SmtpEmulator
 
 NOW = datetime(2026, 3, 2, 5, 30, tzinfo=UTC)
@@ -617,9 +617,22 @@ def test_a_changed_announcement_is_rendered_anew_and_the_cache_is_bounded(channe
     assert channel.render(message(title="Второй"))["Subject"] == "Изменение расписания: Второй"
     assert "Новый текст" in channel.render(message(text="Новый текст")).get_body(("plain",)).get_content()
     assert channel.render(message(school="Лицей № 2"))["From"].addresses[0].display_name == "Лицей № 2"
-    for n in range(200):
+    for n in range(300):
         channel.render(message(title=f"Объявление {n}"))
-    assert len(channel._templates) <= 32
+    assert len(channel._templates) <= _TEMPLATES_MAX
+    assert len(channel._heads) <= _TEMPLATES_MAX
+
+
+def test_the_classes_of_one_announcement_share_its_headers_but_each_letter_names_its_class(
+    channel: EmailChannel,
+) -> None:
+    letters = {name: channel.render(message(audience=f"{name} класс")) for name in ("7А", "8Б", "11В")}
+    assert len(channel._heads) == 1 and len(channel._templates) == 3
+    for name, letter in letters.items():
+        assert letter["Subject"] == "Изменение расписания: Уроки 7Б начнутся в 10:00"
+        others = [f"{other} класс" for other in letters if other != name]
+        for part in (letter.get_body(("plain",)).get_content(), letter.get_body(("html",)).get_content()):
+            assert f"{name} класс" in part and not any(other in part for other in others)
 
 
 def test_the_letter_for_a_key_is_the_same_bytes_but_for_the_date(channel: EmailChannel) -> None:
