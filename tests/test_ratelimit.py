@@ -93,7 +93,9 @@ async def test_callers_waiting_together_go_in_order_one_interval_apart() -> None
     rate=st.sampled_from([10.0, 18.0, 28.0]),
     burst=st.integers(min_value=1, max_value=3),
     steps=st.lists(
-        st.tuples(st.sampled_from([0.0, 0.0, 0.004, 0.02, 0.07, 0.2]), st.sampled_from([0.0, 0.0, 0.0, 0.03, 0.5, 2.0])),
+        st.tuples(
+            st.sampled_from([0.0, 0.0, 0.004, 0.02, 0.07, 0.2]), st.sampled_from([0.0, 0.0, 0.0, 0.03, 0.5, 2.0])
+        ),
         min_size=1,
         max_size=120,
     ),
