@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import platform
 import resource
 import statistics
@@ -135,15 +136,37 @@ def apprise_send(n: int, server: SmtpServerProcess, urls: int) -> float:
         if not notifier.notify(title=SUBJECT, body=BODY):
             failures.append(len(group))
 
-    for group in groups:
-        thread = threading.Thread(target=send, args=(group,))
-        thread.start()
-        threads.append(thread)
-    for thread in threads:
-        thread.join()
+    log = logging.getLogger("apprise")
+    said = _Said()  # why a send failed is logged by Apprise at DEBUG ("Socket Exception: ...")
+    level = log.level
+    log.addHandler(said)
+    log.setLevel(logging.DEBUG)
+    try:
+        for group in groups:
+            thread = threading.Thread(target=send, args=(group,))
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+    finally:
+        log.removeHandler(said)
+        log.setLevel(level)
     if failures:
-        raise RuntimeError(f"Apprise reported failures for {sum(failures)} recipients")
+        raise RuntimeError(f"Apprise reported failures for {sum(failures)} recipients: {'; '.join(said.problems)}")
     return time.perf_counter() - started
+
+
+class _Said(logging.Handler):
+    """Apprise's warnings and its exceptions' texts, for the error when it reports a failure."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.problems: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING or "Exception" in text:
+            self.problems.append(text)
 
 
 def apprise_per_letter(n: int, server: SmtpServerProcess) -> float:
