@@ -189,10 +189,8 @@ class Dispatcher:
         """A messenger's limits are per account (bot token): its lane claims for up to `accounts_in_parallel`
         accounts at once, each claim skipping the accounts already being sent for here, so one school's long
         queue (600 chats take 21 s at MAX's 28 per second) never holds up the others'. E-mail goes to one SMTP
-        server through one pool of connections: two claimers, neither skipping the other's accounts, so that
-        while one batch's last letters and commits finish the other's keep every connection busy (with one, the
-        pool idled at the end of every batch: a region's closure went 10-15 % slower than its letters could)."""
-        return 2 if channel_name == EMAIL else self.settings.accounts_in_parallel
+        server through one pool: one claimer."""
+        return 1 if channel_name == EMAIL else self.settings.accounts_in_parallel
 
     async def _drain(self, channel_name: str) -> int:
         """Send the channel's due deliveries, with all its claimers, until nothing is due."""
@@ -213,7 +211,7 @@ class Dispatcher:
                     channels=(channel_name,),
                     skip_accounts=sorted(busy),
                 )
-                accounts = {c.account for c in claimed} - busy if channel_name != EMAIL else set()
+                accounts = {c.account for c in claimed} - busy
                 busy |= accounts
             if not claimed:
                 return total

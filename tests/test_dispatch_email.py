@@ -169,29 +169,3 @@ async def test_idempotent_post(gateway: Gateway, smtp: SmtpEmulator) -> None:
     assert first == second
     await gateway.dispatcher.run_once()
     assert sum(received(smtp).values()) == 3
-
-
-async def test_a_second_batch_is_on_its_way_while_the_first_is_still_sending(
-    tmp_path: Path, smtp: SmtpEmulator, clock: ManualClock
-) -> None:
-    """Two e-mail claimers share the SMTP pool: with batches of one letter, a slow server still has two letters
-    in flight at once, on two connections (one claimer would send them one after another, on one)."""
-    config = load_config(write_config(tmp_path / "config"))
-    settings = config.settings
-    config = replace(
-        config,
-        settings=replace(
-            settings, database=f"sqlite:///{tmp_path / 'z.db'}", dispatch=replace(settings.dispatch, batch_size=1)
-        ),
-    )
-    channel = EmailChannel(replace(settings.email, host=smtp.host, port=smtp.port), clock=clock.now)
-    gw = await Gateway.open(config, clock=clock, channels={"email": channel})
-    try:
-        await gw.import_roster("s1", parse_roster(ROSTER.encode(), config.schools["s1"]))
-        await post(gw)
-        smtp.delay(0.2, stage="data")
-        assert await gw.dispatcher.run_once() == 3
-    finally:
-        await gw.close()
-    assert received(smtp) == Counter({a: 1 for a in EXPECTED})
-    assert len({m.connection for m in smtp.messages}) == 2
