@@ -75,6 +75,19 @@ def _max(r: dict[str, Any]) -> list[str]:
         f"(target ≤ {r['target_ratio']}: {'met' if r['target_met'] else 'missed'}); "
         f"{r['deliveries_per_second']} deliveries/s; every chat exactly once: {r['exactly_once']}.",
     ]
+    default = r["settings"][0]["runs"]
+    bound = r.get("default_bucket_bound")
+    if default and bound:
+        paces = ", ".join(f"{run['breakdown']['request_pace_rps']}" for run in default)
+        starts = ", ".join(f"{run['breakdown']['first_request_seconds']}" for run in default)
+        lines += [
+            "",
+            f"What bounds it: the rate the gateway keeps under MAX's limit. The bucket alone allows "
+            f"{bound['seconds']} s ({bound['ratio']}× the floor); the default runs' requests went out at {paces} "
+            f"requests/s, the first one {starts} s after the post began (planning, the commit, the first claim). The "
+            "bucket keeps a schedule, so a late wake-up of the busy event loop is made up by the next request "
+            "(adapters/ratelimit.py); before it did (2026-11-22), the requests went out at 24-27 per second.",
+        ]
     return lines
 
 
