@@ -275,15 +275,11 @@ class _Head(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _Template:
-    """What every letter of one announcement from one account to one class shares, rendered once.
+    """What every letter of one announcement from one account to one class shares, rendered once: the
+    announcement's `head`, and the cleaned visible content (with the class) whose recipient's fields (name, ack
+    and unsubscribe links) are left empty, to be filled per letter."""
 
-    `head` holds the announcement's `_Head` lines; `parts` the cleaned visible content (with the class) and the
-    recipient's fields (name, ack and unsubscribe links) left empty, to be filled per letter.
-    """
-
-    head: str
-    domain: str
-    unsubscribe_mailbox: str
+    head: _Head
     parts: _Parts
 
 
@@ -334,7 +330,7 @@ def _template(message: Message, head: _Head) -> _Template:
         unsubscribe_url="",
         urgent=message.urgent,
     )
-    return _Template(head=head.lines, domain=head.domain, unsubscribe_mailbox=head.unsubscribe_mailbox, parts=parts)
+    return _Template(head, parts)
 
 
 def _stamp(template: _Template, message: Message, target: str, now: datetime) -> bytes:
@@ -346,12 +342,12 @@ def _stamp(template: _Template, message: Message, target: str, now: datetime) ->
     )
     plain_cte, plain = _encode_text(parts.plain())
     html_cte, html_body = _encode_text(parts.html())
-    mailto = f"mailto:{template.unsubscribe_mailbox}?subject={quote('unsubscribe ' + message.key, safe='')}"
+    mailto = f"mailto:{template.head.unsubscribe_mailbox}?subject={quote('unsubscribe ' + message.key, safe='')}"
     head = [
-        template.head,
+        template.head.lines,
         _to_header(name, target),
         f"Date: {format_datetime(now)}\r\n",
-        _fold_verbatim("Message-ID", message_id(message.key, template.domain)),
+        _fold_verbatim("Message-ID", message_id(message.key, template.head.domain)),
         _fold_verbatim("List-Unsubscribe", ", ".join(f"<{uri}>" for uri in (mailto, unsubscribe_url) if uri)),
     ]
     if unsubscribe_url:

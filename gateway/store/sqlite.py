@@ -365,7 +365,7 @@ class SqliteStore(Store):
     async def guardians(self, school_id: str) -> list[Guardian]:
         def read(conn: sqlite3.Connection) -> list[Guardian]:
             # A school's thousand guardians are read for every post: plain tuples (not sqlite3.Row) and a sort
-            # here (by UTF-8 bytes, as ORDER BY name would) take half the time.
+            # here (code points: the UTF-8 byte order ORDER BY name used) took 4.3 ms against 5.0-5.5 ms.
             cur = conn.cursor()
             cur.row_factory = None
             classes: dict[str, dict[str, bool]] = {}
