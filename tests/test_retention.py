@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 import pytest
 
-from gateway.app import Gateway
 from gateway.cli import main
 from gateway.clock import ManualClock
 from gateway.config import Config, load_config
@@ -33,10 +32,9 @@ from gateway.store.base import (
     Store,
 )
 from gateway.store.sqlite import SqliteStore
-from schedules.jobs import start_scheduler
 from tests.data import ROSTER_CSV, ZVONOK_YAML, write_config
 from tests.test_store import request
-from tests.world import running_world
+from tests.world import running_world, two_processes_jobs
 
 DAYS = 365
 BOUNCE = "Адрес получателя не принимает почту (550 5.1.1 <anna@mail.test>: no such user)"
@@ -307,17 +305,11 @@ async def test_the_retention_job_runs_once_a_day_across_processes(
         await world.deliver()
         store = world.gateway.store
         assert all(d.status.final for d in await store.deliveries(announcement_id))
-        other = await Gateway.open(world.gateway.config, clock=clock)  # a second process on the same database
-        schedulers = [start_scheduler(world.gateway), start_scheduler(other)]
-        for s in schedulers:
-            s.pause()  # this test fires the jobs itself, at the manual clock's times
-        try:
-            jobs = [s.get_job("retention") for s in schedulers]
-            assert all(job is not None for job in jobs)
-            fire = [job.func for job in jobs if job is not None]
+        async with two_processes_jobs(world, clock, "retention") as jobs:  # two processes, one database
+            fire = [job.func for job in jobs]
             # Every process tries every hour, whenever it started: a restart does not put the day off.
             moment = datetime(2026, 11, 23, 5, 20, tzinfo=UTC)
-            tries = [job.trigger.get_next_fire_time(None, moment) for job in jobs if job is not None]
+            tries = [job.trigger.get_next_fire_time(None, moment) for job in jobs]
             assert tries == [datetime(2026, 11, 23, 6, 17, tzinfo=UTC)] * 2
 
             async def retention_lines() -> int:
@@ -336,10 +328,6 @@ async def test_the_retention_job_runs_once_a_day_across_processes(
             clock.advance(timedelta(days=1))  # the next day runs, and has nothing more to remove
             assert sorted(await asyncio.gather(*(f() for f in fire))) == [False, True]
             assert await retention_lines() == 1
-        finally:
-            for s in schedulers:
-                s.shutdown(wait=False)
-            await other.close()
 
 
 # ---------------------------------------------------------------------- zvonok data purge

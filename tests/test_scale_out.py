@@ -30,11 +30,11 @@ from gateway.roster import parse_roster
 from gateway.store.base import Result, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
-from schedules.jobs import period_key, start_scheduler
+from schedules.jobs import period_key
 from tests.conftest import PgSchemas
 from tests.data import ROSTER_CSV, write_config
 from tests.test_store import emails, request
-from tests.world import running_world
+from tests.world import running_world, two_processes_jobs
 
 
 @pytest.fixture
@@ -108,31 +108,21 @@ def local(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
 async def test_pg_deadline_job_runs_in_one_process_per_minute(tmp_path: Path, pg_url: str, clock: ManualClock) -> None:
     async with running_world(tmp_path, clock, database=pg_url) as world:
         announcement_id = await world.post(classes=frozenset({"5А"}), author="dir", via_class_teachers=True)
-        other = await Gateway.open(world.gateway.config, clock=clock)  # a second process on the same database
-        schedulers = [start_scheduler(world.gateway), start_scheduler(other)]
-        for s in schedulers:
-            s.pause()  # this test fires the jobs itself, at the manual clock's times
-        try:
-            jobs = [s.get_job("forwarding-deadlines") for s in schedulers]
-            assert all(job is not None for job in jobs)
+        async with two_processes_jobs(world, clock, "forwarding-deadlines") as jobs:  # two processes, one database
             # It fires on the minute in every process, so that every process names the same period:
-            fires = [job.trigger.get_next_fire_time(None, local(23, 19, 0, 30)) for job in jobs if job is not None]
+            fires = [job.trigger.get_next_fire_time(None, local(23, 19, 0, 30)) for job in jobs]
             assert fires == [local(23, 19, 1)] * 2
             clock.set(local(23, 19, 0) + timedelta(seconds=2))  # the task's deadline has passed
-            ran = await asyncio.gather(*(job.func() for job in jobs if job is not None))
+            ran = await asyncio.gather(*(job.func() for job in jobs))
             assert sorted(ran) == [False, True]  # what APScheduler calls in each process: one of them works
             [task] = await world.gateway.store.tasks(announcement_id=announcement_id)
             assert task.status == "escalated"
             assert [a.kind for a in await world.gateway.store.alerts("s1")] == ["forwarding_late"]
             # Fired again within the same minute (a second scheduler, a restart): nobody runs it.
             clock.advance(timedelta(seconds=30))
-            assert await asyncio.gather(*(job.func() for job in jobs if job is not None)) == [False, False]
+            assert await asyncio.gather(*(job.func() for job in jobs)) == [False, False]
             clock.advance(timedelta(seconds=30))  # the next minute
-            assert sorted(await asyncio.gather(*(job.func() for job in jobs if job is not None))) == [False, True]
-        finally:
-            for s in schedulers:
-                s.shutdown(wait=False)
-            await other.close()
+            assert sorted(await asyncio.gather(*(job.func() for job in jobs))) == [False, True]
 
 
 # ---------------------------------------------------------------------- waking workers (LISTEN/NOTIFY)

@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from apscheduler.job import Job
+
 from adapters.emulators.max import MaxEmulator
 from adapters.emulators.smtp import SmtpEmulator
 from adapters.emulators.vk import VkEmulator
@@ -20,6 +22,7 @@ from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.domain import AnnouncementRequest, Audience, Group, Kind
 from gateway.roster import parse_roster
+from schedules.jobs import start_scheduler
 from tests.data import ROSTER_CSV, SCHOOL_YAML, ZVONOK_YAML, write_config
 
 MAX_TOKEN = "max-token-s1"
@@ -99,3 +102,21 @@ async def running_world(
             yield world
         finally:
             await world.gateway.close()  # the one the test left there: it may have restarted the gateway
+
+
+@asynccontextmanager
+async def two_processes_jobs(world: World, clock: Clock, job: str) -> AsyncIterator[list[Job]]:
+    """The periodic job `job` as two processes on the same database schedule it (the world's gateway and a second
+    one), their schedulers paused: the test fires the jobs itself, at the manual clock's times."""
+    other = await Gateway.open(world.gateway.config, clock=clock)
+    schedulers = [start_scheduler(world.gateway), start_scheduler(other)]
+    for s in schedulers:
+        s.pause()
+    try:
+        jobs = [s.get_job(job) for s in schedulers]
+        assert all(j is not None for j in jobs)
+        yield [j for j in jobs if j is not None]
+    finally:
+        for s in schedulers:
+            s.shutdown(wait=False)
+        await other.close()
