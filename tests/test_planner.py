@@ -7,7 +7,6 @@ chat; Олег (5А) has no e-mail; Ольга is in the 5Б chat; Ирина (7
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -179,7 +178,7 @@ def test_coverage_rules(config: Config, kwargs: dict[str, object], expected: dic
 
 
 def test_opted_out_guardian_is_unreachable_not_dropped(config: Config) -> None:
-    people = [replace(g, opted_out=True) if g.name == "Петрова Анна" else g for g in guardians(config)]
+    people = [g._replace(opted_out=True) if g.name == "Петрова Анна" else g for g in guardians(config)]
     p = make_plan(config, {Group.PARENTS}, classes={"5А"}, people=people)
     anna = [c for c in p.coverage if c.email == "anna@mail.test"]
     assert [(c.route, c.note) for c in anna] == [(Route.NONE, Note.NOT_IN_CHAT)]
