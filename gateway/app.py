@@ -29,6 +29,7 @@ from gateway.reports import Report, build_report
 from gateway.roster import Roster, guardian_key
 from gateway.store import open_store
 from gateway.store.base import AnnouncementRecord, Claimed, ClassWindowRow, Purged, RosterChange, Store, TaskRow
+from schedules.calendar import build_production_calendars
 from schedules.windows import MessagingWindow, end_of_school_day, is_allowed, next_allowed
 
 log = logging.getLogger("zvonok")
@@ -95,6 +96,8 @@ class Gateway:
             channels = build_channels(config, clock=clock, store=store)
         gateway = cls(config, store, channels, clock or SystemClock())
         gateway.installation = await store.installation()
+        this_year = gateway.clock.now().year
+        build_production_calendars(this_year, this_year + 1)
         for school in config.schools.values():
             await store.sync_chats(school, gateway.clock.now())
         await gateway.refresh_class_windows()

@@ -55,6 +55,7 @@ __all__ = [
     "Override",
     "SchoolCalendar",
     "Vacation",
+    "build_production_calendars",
     "calendar_from_config",
     "is_production_working_day",
     "production_day_off",
@@ -72,6 +73,13 @@ _SEARCH_LIMIT_DAYS = 366
 def _production_year(year: int) -> holidays.HolidayBase:
     """The ``holidays`` RU object for one year (built on first use, then cached)."""
     return holidays.country_holidays("RU", years=year, expand=False, language="ru")
+
+
+def build_production_calendars(*years: int) -> None:
+    """Build these years' production calendars now: the first one a process builds takes about 0.1 s (the
+    ``holidays`` tables), which a force majeure posted just after a restart should not wait for."""
+    for year in years:
+        _production_year(year)
 
 
 def _check_date(day: object) -> dt.date:

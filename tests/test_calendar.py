@@ -17,6 +17,8 @@ from schedules.calendar import (
     Override,
     SchoolCalendar,
     Vacation,
+    _production_year,
+    build_production_calendars,
     calendar_from_config,
     is_production_working_day,
     production_day_off,
@@ -31,6 +33,15 @@ SIX_REC = SchoolCalendar(six_day_week=True, vacations=RECOMMENDED_VACATIONS_2025
 
 
 # --------------------------------------------------------------------------- production calendar
+
+
+def test_production_calendars_are_built_ahead_and_then_reused() -> None:
+    _production_year.cache_clear()
+    build_production_calendars(2031, 2032)
+    assert _production_year.cache_info().currsize == 2
+    assert production_day_off(D(2031, 1, 1)) is not None
+    assert production_day_off(D(2032, 5, 9)) is not None
+    assert _production_year.cache_info().misses == 2  # both answered from what was built ahead
 
 
 @pytest.mark.parametrize("year", [2025, 2026])
