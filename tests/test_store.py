@@ -5,6 +5,7 @@ SQLite's file format; PostgreSQL's migration lock, concurrent claimers, the idem
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import sys
 import textwrap
@@ -33,6 +34,7 @@ from gateway.store.sqlite import SqliteStore, migrations
 from schedules.windows import MessagingWindow
 from tests.conftest import PgSchemas
 from tests.data import ROSTER_CSV
+from tests.world import running_world
 
 T = TypeVar("T")
 
@@ -999,6 +1001,25 @@ async def test_sqlite_0004_keeps_forwarding_tasks_and_their_ids(tmp_path: Path) 
         assert [t.status for t in await s.tasks()] == ["cancelled"]
     finally:
         await s.close()
+
+
+async def test_sqlite_a_post_finds_what_it_reads_by_index(tmp_path: Path, clock: ManualClock) -> None:
+    """Every read a post makes goes through an index to its school's rows: a read that scanned a whole table would
+    make each post slower the more schools share the database (a region's closure: time with the square of the
+    schools, as the chats were read before migration 0009)."""
+    async with running_world(tmp_path, clock) as world:
+        conn = world.gateway.store._conn  # type: ignore[attr-defined]
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)  # with the values bound, as SQLite ran them
+        try:
+            await world.post({Group.PARENTS, Group.STUDENTS})
+        finally:
+            conn.set_trace_callback(None)
+        reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        plans = {s: [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + s)] for s in reads}
+    assert {re.search(r"FROM (\w+)", s).group(1) for s in reads} >= {"chats", "guardians", "guardian_classes"}  # type: ignore[union-attr]
+    scans = {s: steps for s, steps in plans.items() if any(step.startswith("SCAN ") for step in steps)}
+    assert scans == {}
 
 
 def test_sqlite_timestamps_are_utc_and_sortable() -> None:

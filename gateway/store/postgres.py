@@ -291,8 +291,9 @@ class PostgresStore(Store):
             await conn.cursor().executemany(_UPSERT_CHAT, rows)
 
     async def chats(self, school_id: str | None = None) -> list[ChatRow]:
+        only = "" if school_id is None else "WHERE school_id = %(school)s"  # one plan each: the index, or a scan
         rows = await self._all(
-            f"""SELECT {_CHAT_COLUMNS} FROM chats WHERE %(school)s::text IS NULL OR school_id = %(school)s
+            f"""SELECT {_CHAT_COLUMNS} FROM chats {only}
                 ORDER BY school_id COLLATE "C", class_name COLLATE "C", kind COLLATE "C", address COLLATE "C" """,
             {"school": school_id},
         )
