@@ -21,7 +21,7 @@ from gateway.config import Config, Settings, class_window
 from gateway.dispatcher import Dispatcher
 from gateway.domain import EMAIL, AnnouncementRequest, ChatBinding, ChatKind, Group, Kind, School, parse_class_name
 from gateway.errors import NotFound, PolicyViolation
-from gateway.estimate import Estimate, estimate
+from gateway.estimate import Backlog, Estimate, estimate
 from gateway.lint import Finding, lint
 from gateway.planner import Note, Plan, plan
 from gateway.policy import check_request
@@ -80,6 +80,7 @@ class Gateway:
         self._class_windows: dict[str, Mapping[str, MessagingWindow]] = {}
         self._current: dict[str, tuple[School, Mapping[str, MessagingWindow], School]] = {}
         self._window_listeners: list[Callable[[], None]] = []
+        self._backlog = Backlog(store)
 
     @classmethod
     async def open(
@@ -173,7 +174,7 @@ class Gateway:
         planned = plan(school, request, guardians, dead_chats=dead, earliest=earliest, start=start, deadline=deadline)
         until = max((d.not_before for d in planned.deliveries), default=now)
         accounts = sorted({(d.channel, d.account) for d in planned.deliveries})
-        backlog = await self.store.backlog(now, until, accounts)
+        backlog = await self._backlog.read(now, until, accounts)
         shared = self.store.shares_rate_limits
         rates = {name: provider_rate(self.config.settings, name, shared=shared) for name in ("max", "vk")}
         expected = estimate(planned, school, request.kind, now=now, backlog=backlog, rates=rates)
@@ -211,10 +212,12 @@ class Gateway:
                 "объявление нарушает правила школы: " + "; ".join(f.message for f in preview.blocking)
             )
         planned = preview.plan
+        ticket = self._backlog.commit()
         announcement_id, created = await self.store.create_announcement(
             request, planned, self.clock.now(), audit=preview.audit
         )
         if created:
+            self._backlog.committed(ticket, planned.deliveries)
             log.info(
                 "announcement %s committed: %d deliveries, %d unreachable, %d forwarding tasks",
                 announcement_id,
