@@ -77,6 +77,13 @@ def done(claimed_id: int, token: str, status: Status, clock: ManualClock, **kw: 
 # ---------------------------------------------------------------------- the contract, on every backend
 
 
+async def lines_point_at_own_deliveries(store: Store, announcement_id: int) -> None:
+    """Each report line reached through a delivery names a delivery of its own announcement (on PostgreSQL this
+    has no foreign key to keep it: migration 0010)."""
+    own = {d.id for d in await store.deliveries(announcement_id)}
+    assert {c.delivery_id for c in await store.coverage(announcement_id)} - {None} <= own
+
+
 async def test_announcement_and_plan_commit_together(store: Store, config: Config, clock: ManualClock) -> None:
     p = await seeded(store, config, clock)
     announcement_id, created = await store.create_announcement(request(), p, clock.now())
@@ -252,6 +259,7 @@ async def test_dead_chat_falls_back_to_email_in_the_same_transaction(
     assert len(await store.alerts("s1")) == 1
     # the new e-mail is due now and is claimed like any other
     assert "maria@mail.test" in {c.target for c in await store.claim(clock.now(), 100, 30, channels=("email",))}
+    await lines_point_at_own_deliveries(store, announcement_id)
 
 
 async def test_credential_alert_is_raised_once(store: Store, config: Config, clock: ManualClock) -> None:
@@ -580,6 +588,7 @@ async def test_forward_happens_exactly_once(store: Store, config: Config, clock:
         chats["-501"].id,
     )
     assert coverage[("Кузнецова Ольга", "5Б")].note == "forwarding"  # 5Б forwards on its own
+    await lines_point_at_own_deliveries(store, announcement_id)
 
     # a second forward (another process, the deadline job) does nothing
     other = chat("-599", clock.now())
