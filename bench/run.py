@@ -293,7 +293,20 @@ def run(names: list[str]) -> None:
         speed["after_ms"] = cpu_speed()
         now = cpu_ticks()
         speed["stolen_share"] = round((now[1] - ticks[1]) / max(1, now[0] - ticks[0]), 3)
-        (RESULTS / "cpu_speed.json").write_text(json.dumps(speed) + "\n", encoding="utf-8")
+        speed["date"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+        # one record per run: a later run of some benchmarks replaces the records of those only
+        path = RESULTS / "cpu_speed.json"
+        kept = [r for r in _speed_records(path) if not set(r["ran"]) <= set(names)]
+        for record in kept:
+            record["ran"] = [name for name in record["ran"] if name not in names]
+        path.write_text(json.dumps([*kept, speed], indent=1) + "\n", encoding="utf-8")
+
+
+def _speed_records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    found = json.loads(path.read_text(encoding="utf-8"))
+    return found if isinstance(found, list) else [found]  # a single record, as written before 2026-11-22
 
 
 def render() -> None:
@@ -306,15 +319,19 @@ def render() -> None:
         f"{platform.machine()}; shared with other work, so absolute times are noisy.",
         "",
     ]
-    speed = RESULTS / "cpu_speed.json"
-    if speed.exists():
-        ms = json.loads(speed.read_text(encoding="utf-8"))
+    records = _speed_records(RESULTS / "cpu_speed.json")
+    if records:
+        runs = [
+            f"{ms.get('date', 'earlier')} ({', '.join(ms['ran'])}): {ms['before_ms']} ms before and "
+            f"{ms['after_ms']} ms after, with {ms['stolen_share']:.0%} of this machine's CPU time taken by the host "
+            "for others while it ran (steal, /proc/stat)"
+            for ms in records
+        ]
         lines[-1:-1] = [
-            f"CPU speed at the last `bench/run.py` ({', '.join(ms['ran'])}): a fixed pure-Python loop (`cpu_speed`, "
-            f"best of 5) took {ms['before_ms']} ms before it and {ms['after_ms']} ms after, and the host took "
-            f"{ms['stolen_share']:.0%} of this machine's CPU time for others while it ran (steal, /proc/stat). The "
-            "host is shared and the same code has run at half the speed in another hour of the same day: read "
-            "absolute times beside these figures; ratios within one run are not affected.",
+            "CPU speed at the `bench/run.py` runs these figures come from: a fixed pure-Python loop (`cpu_speed`, "
+            f"best of 5) took {'; '.join(runs)}. The host is shared and the same code has run at half the speed in "
+            "another hour of the same day: read absolute times beside these figures; ratios within one run are not "
+            "affected.",
         ]
     for name, (_args, summarise, title) in BENCHMARKS.items():
         path = RESULTS / f"{name}.json"
