@@ -170,7 +170,7 @@ def _region(r: dict[str, Any]) -> list[str]:
         f"to do, managed {b['runs'][0]['deliveries'] / b['raw_floor_seconds']:,.0f} deliveries/s, so 3,000 "
         "deliveries/s cannot be reached through this server by any client; what the gateway loses to the raw "
         "client is its own e-mail work (rendering, the outbox, recording every outcome: bench/email_fanout.py "
-        "isolates it) and its posting: the region's announcements are posted inside the measured time (about 35 ms "
+        "isolates it) and its posting: the region's announcements are posted inside the measured time (tens of ms "
         "of CPU each, on the same two cores), which the raw client does not do. Seen with top during a run "
         "(2026-11-22): the SMTP server's process at 80-100 % of a core throughout, the worker at 30-40 %. In (a) "
         f"the school's {a['rate_floor_seconds'] * 30:.0f} chats on one token take "
@@ -208,7 +208,7 @@ def _plan_region(r: dict[str, Any]) -> list[str]:
     if store.exists():
         plan = json.loads(store.read_text(encoding="utf-8"))
         alone = (
-            " In the same `./run bench`, bench/store_plan.py commits a plan of about the same size "
+            " In the full `./run bench` named above, bench/store_plan.py commits a plan of about the same size "
             f"({plan['plan']['deliveries']:,} deliveries, {plan['plan']['coverage_rows']:,} coverage rows) in one "
             "single transaction, without any "
             f"planning or reading: {plan['sqlite']['median_seconds']} s on SQLite, "
@@ -218,19 +218,23 @@ def _plan_region(r: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "What bounds it: every school's post is a transaction of its own, as it must be (a deputy's announcement "
-        f"is durable when the answer comes), so the region pays {r['schools']} commits, each waiting for its log to "
-        "reach the disk. A profile of 100 schools on SQLite (py-spy, 2026-11-22) put about 34 ms into each school's "
-        "post: the transaction's inserts 15 ms (about 280 deliveries and 1,070 coverage rows, each row into 3 to 5 "
-        "B-trees), reading the roster 4-9 ms, planning in Python about 9 ms, the commit's fsync about 4 ms, and the "
-        "estimate's count of the letters already queued region-wide about 3 ms on average (it grows with the "
-        "queue). SQLite runs in one thread of this process, which holds the interpreter lock between rows, so posts "
-        "in flight together do not overlap there (a second, reading connection in its own thread was tried: 9.4 s "
-        "instead of 6.9 s, lock contention). PostgreSQL inserts in its own process: a profile of 40 schools spent "
-        "45 % of the posting time waiting for the server and the rest in this process (reading the roster, planning, "
-        "encoding the rows), and posts in flight together overlap one's wait with another's planning. Each post's "
-        "estimate counts the open work per account from an index of the open deliveries by channel and account "
-        "(migration 0006); without it that count read every open delivery's row and grew with the square of the "
-        "schools." + alone,
+        f"is durable when the answer comes), so the region pays {r['schools']} commits. Profiled on 2026-11-22 "
+        "(one post at a time, 187 schools, on a machine running Python at about half the speed of the day before), "
+        "a post on SQLite spent 23-27 ms in its transaction (about 1,070 coverage rows 13 ms and 280 deliveries "
+        "7 ms, each row into 3 to 5 B-trees; the commit 1.4 ms), 5-9 ms reading the roster and 4-7 ms planning "
+        "in Python. SQLite works in one thread of this process and takes the interpreter lock back after every "
+        "step: rows and roster now go in and come out as one JSON text per statement, so a post's insert is one "
+        "step (4 posts in flight: 6.75 s against 7.5 s, 6 runs of each in turn), but one post at a time is still "
+        "no slower than four. PostgreSQL inserts in its own process: a post costs this process about 17 ms of CPU "
+        "(roster 4 ms, planning 4 ms, encoding the rows 6 ms) and the server its COPY, which posts in flight "
+        "overlap. Found and fixed on 2026-11-22: every post read every school's chats (no index by school; "
+        "migration 0009) and counted the whole region's e-mail queue for its estimate (now read at most once a "
+        "second, `gateway.estimate.Backlog`), both growing with the square of the schools; PostgreSQL counted a "
+        "school's queue from a generic plan made while the table was empty (10-12 ms a post at the end, now 1 ms); "
+        "and PostgreSQL checked each coverage row's two foreign keys with a trigger (13 of the 22 ms of the "
+        "server's COPY; dropped in migration 0010, the invariant kept by a contract test). The full run of 19:53 "
+        "the same day, with the same PostgreSQL code, measured 5.06 s (4.95, 5.06, 5.44) with 4 posts in flight: "
+        "that is how far apart two hours of this host can be." + alone,
     ]
     return lines
 
