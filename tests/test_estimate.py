@@ -10,7 +10,7 @@ from gateway.clock import ManualClock
 from gateway.domain import EMAIL, AnnouncementRequest, Audience, ChatKind, Group, Kind, School
 from gateway.estimate import EMAIL_RATE, Backlog, estimate
 from gateway.planner import Note, Plan, PlannedDelivery
-from gateway.store.sqlite import SqliteStore
+from gateway.store.base import Store
 from schedules.calendar import SchoolCalendar
 from tests.world import running_world
 
@@ -78,57 +78,45 @@ def test_empty_plan() -> None:
     assert estimate(Plan(), SCHOOL, Kind.GENERAL, now=MON_10, backlog={}, rates={}).last is None
 
 
-# ---------------------------------------------------------------------- the queues, read at most once a second
+# ------------------------------------------- the queues, read at most once a second (on each backend: `store`)
 
 MAIL = (EMAIL, "")
 POST = AnnouncementRequest("s", "dep", Kind.FORCE_MAJEURE, "Школа закрыта", "Занятий нет.", Audience(frozenset()))
 
 
 async def test_backlog_reads_the_store_again_after_a_second_and_adds_what_this_process_committed(
-    tmp_path: Path,
+    store: Store,
 ) -> None:
-    store = await SqliteStore.open(tmp_path / "z.db")
-    try:
-        backlog = Backlog(store)
-        assert await backlog.read(MON_10, MON_10, [MAIL]) == {}
-        ticket = backlog.commit()
-        ours = Plan(letters(60, MON_10))
-        await store.create_announcement(POST, ours, MON_10)
-        backlog.committed(ticket, ours.deliveries)
-        await store.create_announcement(POST, Plan(letters(40, MON_10)), MON_10)  # another process's post
-        soon = MON_10 + timedelta(milliseconds=900)
-        assert await backlog.read(soon, soon, [MAIL]) == {MAIL: [(soon, 60)]}  # ours only, without a read
-        later = MON_10 + timedelta(milliseconds=1100)
-        assert await backlog.read(later, later, [MAIL]) == {MAIL: [(later, 100)]}
-        assert await store.backlog(later, later, [MAIL]) == {MAIL: [(later, 100)]}
-    finally:
-        await store.close()
+    backlog = Backlog(store)
+    assert await backlog.read(MON_10, MON_10, [MAIL]) == {}
+    ticket = backlog.commit()
+    ours = Plan(letters(60, MON_10))
+    await store.create_announcement(POST, ours, MON_10)
+    backlog.committed(ticket, ours.deliveries)
+    await store.create_announcement(POST, Plan(letters(40, MON_10)), MON_10)  # another process's post
+    soon = MON_10 + timedelta(milliseconds=900)
+    assert await backlog.read(soon, soon, [MAIL]) == {MAIL: [(soon, 60)]}  # ours only, without a read
+    later = MON_10 + timedelta(milliseconds=1100)
+    assert await backlog.read(later, later, [MAIL]) == {MAIL: [(later, 100)]}
+    assert await store.backlog(later, later, [MAIL]) == {MAIL: [(later, 100)]}
 
 
-async def test_backlog_counts_a_commit_once_when_a_read_came_after_it_began(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "z.db")
-    try:
-        backlog = Backlog(store)
-        ticket = backlog.commit()
-        ours = Plan(letters(30, MON_10))
-        await store.create_announcement(POST, ours, MON_10)
-        assert await backlog.read(MON_10, MON_10, [MAIL]) == {MAIL: [(MON_10, 30)]}  # read after: counted there
-        backlog.committed(ticket, ours.deliveries)
-        assert await backlog.read(MON_10, MON_10, [MAIL]) == {MAIL: [(MON_10, 30)]}
-    finally:
-        await store.close()
+async def test_backlog_counts_a_commit_once_when_a_read_came_after_it_began(store: Store) -> None:
+    backlog = Backlog(store)
+    ticket = backlog.commit()
+    ours = Plan(letters(30, MON_10))
+    await store.create_announcement(POST, ours, MON_10)
+    assert await backlog.read(MON_10, MON_10, [MAIL]) == {MAIL: [(MON_10, 30)]}  # read after: counted there
+    backlog.committed(ticket, ours.deliveries)
+    assert await backlog.read(MON_10, MON_10, [MAIL]) == {MAIL: [(MON_10, 30)]}
 
 
-async def test_backlog_reads_again_for_a_later_horizon(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "z.db")
-    try:
-        backlog = Backlog(store)
-        tomorrow = MON_10 + timedelta(days=1)
-        await store.create_announcement(POST, Plan(chats(5, tomorrow)), MON_10)  # held for tomorrow's window
-        assert await backlog.read(MON_10, MON_10, [("max", "s")]) == {}
-        assert await backlog.read(MON_10, tomorrow, [("max", "s")]) == {("max", "s"): [(tomorrow, 5)]}
-    finally:
-        await store.close()
+async def test_backlog_reads_again_for_a_later_horizon(store: Store) -> None:
+    backlog = Backlog(store)
+    tomorrow = MON_10 + timedelta(days=1)
+    await store.create_announcement(POST, Plan(chats(5, tomorrow)), MON_10)  # held for tomorrow's window
+    assert await backlog.read(MON_10, MON_10, [("max", "s")]) == {}
+    assert await backlog.read(MON_10, tomorrow, [("max", "s")]) == {("max", "s"): [(tomorrow, 5)]}
 
 
 async def test_a_second_post_is_estimated_behind_the_first(tmp_path: Path, clock: ManualClock) -> None:
