@@ -371,7 +371,7 @@ class SqliteStore(Store):
             classes: dict[str, dict[str, bool]] = {}
             for key, class_name, in_chat in json.loads(
                 conn.execute(
-                    """SELECT json_group_array(json_array(key, class_name, iif(in_chat, json('true'), json('false'))))
+                    f"""SELECT json_group_array(json_array(key, class_name, {_json_bool("in_chat")}))
                        FROM guardian_classes WHERE school_id = ?""",
                     (school_id,),
                 ).fetchone()[0]
@@ -379,8 +379,7 @@ class SqliteStore(Store):
                 classes.setdefault(key, {})[class_name] = in_chat
             rows = json.loads(
                 conn.execute(
-                    """SELECT json_group_array(json_array(key, name, email, phone,
-                                                          iif(opted_out, json('true'), json('false'))))
+                    f"""SELECT json_group_array(json_array(key, name, email, phone, {_json_bool("opted_out")}))
                        FROM guardians WHERE school_id = ? AND left_at IS NULL""",
                     (school_id,),
                 ).fetchone()[0]
@@ -445,8 +444,8 @@ class SqliteStore(Store):
             }
             delivery_ids = [ids[(d.channel, d.target)] for d in plan.deliveries]
             conn.execute(
-                """INSERT INTO coverage (announcement_id, person, class_name, route, delivery_id, email, note)
-                   SELECT ?, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?)""",
+                f"""INSERT INTO coverage (announcement_id, person, class_name, route, delivery_id, email, note)
+                   SELECT ?, {_items(6)} FROM json_each(?)""",
                 (
                     announcement_id,
                     json.dumps(
@@ -1218,6 +1217,16 @@ def _task_row(r: sqlite3.Row) -> TaskRow:
     )
 
 
+def _items(count: int) -> str:
+    """The first `count` items of a JSON array row of json_each, as columns (json_extract: SQLite 3.9 and later)."""
+    return ", ".join(f"json_extract(value, '$[{i}]')" for i in range(count))
+
+
+def _json_bool(column: str) -> str:
+    """An integer column as a JSON true or false inside json_array (one JSON text read back as Python bools)."""
+    return f"CASE WHEN {column} THEN json('true') ELSE json('false') END"
+
+
 def _insert_deliveries(
     conn: sqlite3.Connection,
     announcement_id: int,
@@ -1231,8 +1240,7 @@ def _insert_deliveries(
     conn.execute(
         f"""INSERT INTO deliveries (announcement_id, channel, account, target, class_name, chat_kind, recipient_name,
                                     note, not_before, held, addendum, created_at, updated_at)
-            SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
-                   value->>8, ?2, ?3, ?3
+            SELECT ?1, {_items(9)}, ?2, ?3, ?3
             FROM json_each(?4) WHERE true {conflict}""",
         (
             announcement_id,
