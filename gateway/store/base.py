@@ -230,6 +230,20 @@ class TokenRow:
     revoked_at: datetime | None = None
 
 
+def text_columns(d: PlannedDelivery) -> tuple[str, str, str, str, str, str, str]:
+    """A planned delivery's text columns, in the order both stores write them: channel, account, target,
+    class_name, chat_kind ('' for e-mail), recipient_name, note."""
+    return (
+        d.channel,
+        d.account,
+        d.target,
+        d.class_name,
+        d.chat_kind.value if d.chat_kind else "",
+        d.recipient_name,
+        d.note.value,
+    )
+
+
 def hhmm(value: time) -> str:
     """A window boundary as the store keeps it: "HH:MM" (whole minutes only)."""
     if value.second or value.microsecond or value.tzinfo is not None:

@@ -84,6 +84,7 @@ from gateway.store.base import (
     TaskRow,
     TokenRow,
     hhmm,
+    text_columns,
     window_of,
 )
 from schedules.windows import MessagingWindow
@@ -480,13 +481,7 @@ class PostgresStore(Store):
                             (
                                 delivery_id,
                                 announcement_id,
-                                d.channel,
-                                d.account,
-                                d.target,
-                                d.class_name,
-                                d.chat_kind.value if d.chat_kind else "",
-                                d.recipient_name,
-                                d.note.value,
+                                *text_columns(d),
                                 d.held,
                                 require_aware(d.not_before),
                                 now,

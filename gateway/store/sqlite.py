@@ -50,6 +50,7 @@ from gateway.store.base import (
     TaskRow,
     TokenRow,
     hhmm,
+    text_columns,
     window_of,
 )
 from schedules.windows import MessagingWindow
@@ -1247,20 +1248,7 @@ def _insert_deliveries(
             addendum,
             stamp,
             json.dumps(
-                [
-                    (
-                        d.channel,
-                        d.account,
-                        d.target,
-                        d.class_name,
-                        d.chat_kind.value if d.chat_kind else "",
-                        d.recipient_name,
-                        d.note.value,
-                        ts(d.not_before),
-                        int(d.held),
-                    )
-                    for d in deliveries
-                ],
+                [(*text_columns(d), ts(d.not_before), int(d.held)) for d in deliveries],
                 ensure_ascii=False,
             ),
         ),
