@@ -198,7 +198,8 @@ def test_shared_mailbox_gets_one_letter(config: Config) -> None:
 
 def test_chats_come_first_and_times_come_from_earliest(config: Config) -> None:
     school = config.schools["s1"]
-    request = AnnouncementRequest("s1", "dep", Kind.GENERAL, "З", "Т", Audience(frozenset({Group.PARENTS})))
+    audience = Audience(frozenset({Group.PARENTS, Group.TEACHERS}))
+    request = AnnouncementRequest("s1", "dep", Kind.GENERAL, "З", "Т", audience)
 
     def earliest(chat: ChatBinding | None, class_name: str) -> datetime:
         return NOW + timedelta(hours=1 if chat is not None else 0, minutes=5 if class_name == "5Б" else 0)
@@ -206,6 +207,17 @@ def test_chats_come_first_and_times_come_from_earliest(config: Config) -> None:
     p = plan(school, request, guardians(config), dead_chats=set(), earliest=earliest)
     channels = [d.channel for d in p.deliveries]
     assert channels == sorted(channels, key=lambda c: c == "email")
+    assert ChatKind.TEACHERS in {d.chat_kind for d in p.deliveries}  # the teachers' chat is among the chats first
+    for line in p.coverage:  # and every line still points at its own chat or letter
+        if line.delivery is None:
+            continue
+        delivery = p.deliveries[line.delivery]
+        if line.route is Route.EMAIL:
+            assert delivery.target == line.email
+        elif line.person.startswith("staff:"):
+            assert delivery.chat_kind is ChatKind.TEACHERS
+        else:
+            assert delivery.chat_kind is ChatKind.PARENTS
     times = {(d.channel, d.class_name): d.not_before for d in p.deliveries}
     assert times[("max", "5А")] == NOW + timedelta(hours=1)
     assert times[("vk", "5Б")] == NOW + timedelta(hours=1, minutes=5)
