@@ -19,7 +19,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from operator import itemgetter
 from pathlib import Path
@@ -49,8 +49,10 @@ from gateway.store.base import (
     Store,
     TaskRow,
     TokenRow,
+    coverage_json,
+    deliveries_json,
     hhmm,
-    text_columns,
+    ts,
     window_of,
 )
 from schedules.windows import MessagingWindow
@@ -67,13 +69,6 @@ def _only(channels: Sequence[str], skip_accounts: Sequence[str]) -> str:
     if skip_accounts:
         only += f" AND account NOT IN ({', '.join('?' * len(skip_accounts))})"
     return only
-
-
-def ts(when: datetime) -> str:
-    """A UTC timestamp as fixed-width text, so that text order is time order."""
-    if when.tzinfo is None:
-        raise ValueError("naive datetime")
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def parse_ts(text: str) -> datetime:
@@ -404,6 +399,7 @@ class SqliteStore(Store):
             },
             ensure_ascii=False,
         )
+        deliveries, coverage = deliveries_json(plan.deliveries), coverage_json(plan.coverage)
 
         def tx(conn: sqlite3.Connection) -> tuple[int, bool]:
             key = request.idempotency_key or None
@@ -432,38 +428,15 @@ class SqliteStore(Store):
                 ),
             )
             announcement_id = int(cur.lastrowid or 0)
-            _insert_deliveries(conn, announcement_id, plan.deliveries, stamp)
-            ids = {
-                (channel, target): delivery_id
-                for delivery_id, channel, target in json.loads(
-                    conn.execute(
-                        """SELECT json_group_array(json_array(id, channel, target)) FROM deliveries
-                           WHERE announcement_id = ?""",
-                        (announcement_id,),
-                    ).fetchone()[0]
-                )
-            }
-            delivery_ids = [ids[(d.channel, d.target)] for d in plan.deliveries]
+            # The deliveries get their ids here, in plan order, after the largest ever given (the write lock is
+            # ours), so that coverage finds each line's delivery id from its index in the plan.
+            last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'").fetchone()
+            first = (last[0] if last else 0) + 1
+            _insert_deliveries(conn, announcement_id, deliveries, stamp, first_id=first)
             conn.execute(
                 f"""INSERT INTO coverage (announcement_id, person, class_name, route, delivery_id, email, note)
-                   SELECT ?, {_items(6)} FROM json_each(?)""",
-                (
-                    announcement_id,
-                    json.dumps(
-                        [
-                            (
-                                c.person,
-                                c.class_name,
-                                c.route.value,
-                                None if c.delivery is None else delivery_ids[c.delivery],
-                                c.email,
-                                c.note.value,
-                            )
-                            for c in plan.coverage
-                        ],
-                        ensure_ascii=False,
-                    ),
-                ),
+                   SELECT ?, {_items(3)}, ? + json_extract(value, '$[3]'), {_items(2, start=4)} FROM json_each(?)""",
+                (announcement_id, first, coverage),
             )
             conn.executemany(
                 "INSERT INTO gaps (announcement_id, class_name, chat_kind, note) VALUES (?, ?, ?, ?)",
@@ -679,6 +652,7 @@ class SqliteStore(Store):
         self, task_id: int, *, actor: str, note: str, status: str, deliveries: Sequence[PlannedDelivery], now: datetime
     ) -> bool:
         stamp = ts(now)
+        rows = deliveries_json(deliveries)
 
         def tx(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
@@ -689,7 +663,7 @@ class SqliteStore(Store):
             if row is None:
                 return False
             announcement_id, class_name = row
-            _insert_deliveries(conn, announcement_id, deliveries, stamp, addendum=note)
+            _insert_deliveries(conn, announcement_id, rows, stamp, addendum=note)
             parents = conn.execute(
                 """SELECT id FROM deliveries WHERE announcement_id = ? AND class_name = ? AND chat_kind = 'parents'
                    AND channel != 'email'""",
@@ -715,9 +689,11 @@ class SqliteStore(Store):
     async def add_deliveries(
         self, announcement_id: int, deliveries: Sequence[PlannedDelivery], now: datetime, *, addendum: str = ""
     ) -> int:
+        rows = deliveries_json(deliveries)
+
         def tx(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
-            _insert_deliveries(conn, announcement_id, deliveries, ts(now), addendum=addendum, skip_existing=True)
+            _insert_deliveries(conn, announcement_id, rows, ts(now), addendum=addendum, skip_existing=True)
             return conn.total_changes - before
 
         return await self._tx(tx)
@@ -1218,9 +1194,10 @@ def _task_row(r: sqlite3.Row) -> TaskRow:
     )
 
 
-def _items(count: int) -> str:
-    """The first `count` items of a JSON array row of json_each, as columns (json_extract: SQLite 3.9 and later)."""
-    return ", ".join(f"json_extract(value, '$[{i}]')" for i in range(count))
+def _items(count: int, start: int = 0) -> str:
+    """`count` items of a JSON array row of json_each from `start` on, as columns (json_extract: SQLite 3.9 and
+    later)."""
+    return ", ".join(f"json_extract(value, '$[{i}]')" for i in range(start, start + count))
 
 
 def _json_bool(column: str) -> str:
@@ -1231,27 +1208,22 @@ def _json_bool(column: str) -> str:
 def _insert_deliveries(
     conn: sqlite3.Connection,
     announcement_id: int,
-    deliveries: Sequence[PlannedDelivery],
+    rows: str,
     stamp: str,
     addendum: str = "",
     *,
+    first_id: int | None = None,
     skip_existing: bool = False,
 ) -> None:
+    """Insert the deliveries of `rows` (`deliveries_json`) in one statement: with ids from `first_id` on, in
+    order, if given (else SQLite's next ones), and skipping those the announcement has already if asked."""
     conflict = "ON CONFLICT (announcement_id, channel, target) DO NOTHING" if skip_existing else ""
     conn.execute(
-        f"""INSERT INTO deliveries (announcement_id, channel, account, target, class_name, chat_kind, recipient_name,
-                                    note, not_before, held, addendum, created_at, updated_at)
-            SELECT ?1, {_items(9)}, ?2, ?3, ?3
+        f"""INSERT INTO deliveries (id, announcement_id, channel, account, target, class_name, chat_kind,
+                                    recipient_name, note, not_before, held, addendum, created_at, updated_at)
+            SELECT ?5 + key, ?1, {_items(9)}, ?2, ?3, ?3
             FROM json_each(?4) WHERE true {conflict}""",
-        (
-            announcement_id,
-            addendum,
-            stamp,
-            json.dumps(
-                [(*text_columns(d), ts(d.not_before), int(d.held)) for d in deliveries],
-                ensure_ascii=False,
-            ),
-        ),
+        (announcement_id, addendum, stamp, rows, first_id),
     )
 
 
