@@ -9,6 +9,7 @@ import re
 import sqlite3
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
@@ -1024,19 +1025,69 @@ async def test_sqlite_a_post_finds_what_it_reads_by_index(tmp_path: Path, clock:
     make each post slower the more schools share the database (a region's closure: time with the square of the
     schools, as the chats were read before migration 0009)."""
     async with running_world(tmp_path, clock) as world:
-        conn = world.gateway.store._conn  # type: ignore[attr-defined]
+        store = world.gateway.store
+        conns = [store._conn, store._reader]  # type: ignore[attr-defined]  # the writer's and the reads'
         statements: list[str] = []
-        conn.set_trace_callback(statements.append)  # with the values bound, as SQLite ran them
+        for conn in conns:
+            conn.set_trace_callback(statements.append)  # with the values bound, as SQLite ran them
         try:
             await world.post({Group.PARENTS, Group.STUDENTS})
         finally:
-            conn.set_trace_callback(None)
+            for conn in conns:
+                conn.set_trace_callback(None)
         reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
         plans = {s: [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + s)] for s in reads}
     assert {re.search(r"FROM (\w+)", s).group(1) for s in reads} >= {"chats", "guardians", "guardian_classes"}  # type: ignore[union-attr]
     scans = {s: steps for s, steps in plans.items() if any(step.startswith("SCAN ") for step in steps)}
     # sqlite_sequence has a row per table, however many schools: the last delivery id, read once per post
     assert scans.keys() <= {"SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'"}
+
+
+async def test_sqlite_reads_run_beside_a_write_and_see_one_snapshot(
+    tmp_path: Path, config: Config, clock: ManualClock
+) -> None:
+    """Reads have their own connection and thread: a post's roster is read while another post's transaction is
+    still open, each read sees one committed snapshot throughout, and a read cannot write."""
+    store = await SqliteStore.open(tmp_path / "z.db")
+    try:
+        await seeded(store, config, clock)
+        count = "SELECT COUNT(*) FROM announcements"
+        write_open, write_go = threading.Event(), threading.Event()
+
+        def slow_write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                """INSERT INTO announcements (school_id, author, kind, title, text, audience, audience_label,
+                                             created_at) VALUES ('s1', 'dep', 'general', 'т', 'т', '{}', '', '')"""
+            )
+            write_open.set()
+            assert write_go.wait(10)
+
+        writing = asyncio.create_task(store._tx(slow_write))
+        assert await asyncio.to_thread(write_open.wait, 10)
+        guardians = await asyncio.wait_for(store.guardians("s1"), 5)  # not queued behind the open transaction
+        assert guardians
+        assert await store._read(lambda conn: conn.execute(count).fetchone()[0]) == 0  # nor sees it uncommitted
+
+        read_open, read_go = threading.Event(), threading.Event()
+
+        def two_counts(conn: sqlite3.Connection) -> tuple[int, int]:
+            first = conn.execute(count).fetchone()[0]
+            read_open.set()
+            assert read_go.wait(10)
+            return first, conn.execute(count).fetchone()[0]
+
+        reading = asyncio.create_task(store._read(two_counts))
+        assert await asyncio.to_thread(read_open.wait, 10)
+        write_go.set()
+        await writing  # committed between the read's two statements
+        read_go.set()
+        assert await reading == (0, 0)
+        assert await store._read(lambda conn: conn.execute(count).fetchone()[0]) == 1
+
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await store._read(lambda conn: conn.execute("DELETE FROM announcements"))
+    finally:
+        await store.close()
 
 
 def test_sqlite_timestamps_are_utc_and_sortable() -> None:

@@ -1,10 +1,11 @@
 """The embedded store: one SQLite file, for one school (or a few) on one machine.
 
-Each store method is one transaction, run as a single function on a dedicated thread that owns the
-connection, so a transaction costs one hop off the event loop however many statements it has. WAL journal,
-`synchronous=FULL` by default (a committed announcement survives a power cut), foreign keys on. Schema
-versions live in `migrations/sqlite/NNNN_*.sql` and are applied forward, in order, when the store opens;
-`PRAGMA user_version` records the last one applied.
+Each store method is one transaction, run as a single function on a thread that owns its connection, so a
+transaction costs one hop off the event loop however many statements it has. Writes have one connection and
+thread, reads another: WAL lets a post's roster be read while another post's transaction commits, and each read
+is one snapshot. WAL journal, `synchronous=FULL` by default (a committed announcement survives a power cut),
+foreign keys on. Schema versions live in `migrations/sqlite/NNNN_*.sql` and are applied forward, in order, when
+the store opens; `PRAGMA user_version` records the last one applied.
 
 One process sends from a SQLite file: it hears no other process's commits (`wait_for_work` is the base's plain
 sleep; the dispatcher's poll finds them), and the providers' rate limits stay in that process
@@ -95,11 +96,18 @@ class SqliteStore(Store):
         self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zvonok-sqlite")
         self._conn: sqlite3.Connection | None = None
+        # Reads have a connection and a thread of their own (WAL lets them run beside the writer): a post's roster
+        # is read while another post's transaction commits. An in-memory database is one connection's only.
+        self._reads = self._executor
+        self._reader: sqlite3.Connection | None = None
 
     @classmethod
     async def open(cls, path: Path | str, *, synchronous: str = "FULL") -> SqliteStore:
         store = cls(path, synchronous=synchronous)
         await store._run(store._connect)
+        if store.path != ":memory:":
+            store._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zvonok-sqlite-read")
+            store._reader = await asyncio.get_running_loop().run_in_executor(store._reads, store._open_reader)
         return store
 
     # ------------------------------------------------------------------ plumbing
@@ -125,6 +133,13 @@ class SqliteStore(Store):
                     conn.execute("ROLLBACK")
                 raise
 
+    def _open_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA query_only=ON")  # a write slipped into a read fails here rather than racing the writer
+        return conn
+
     async def _run(self, fn: Callable[[Any], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, None)
@@ -147,12 +162,19 @@ class SqliteStore(Store):
         return await self._run(body)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def body(_: Any) -> T:
-            conn = self._conn
-            assert conn is not None, "store is closed"
-            return fn(conn)
+        """Run `fn(conn)` on the reads' connection, in one read transaction: its statements see one snapshot, every
+        transaction committed before it began (so a method's reads see its earlier writes)."""
 
-        return await self._run(body)
+        def body(_: Any) -> T:
+            conn = self._reader or self._conn
+            assert conn is not None, "store is closed"
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return await asyncio.get_running_loop().run_in_executor(self._reads, body, None)
 
     async def close(self) -> None:
         def shut(_: Any) -> None:
@@ -160,7 +182,15 @@ class SqliteStore(Store):
                 self._conn.close()
                 self._conn = None
 
+        def shut_reader(_: Any) -> None:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._reads, shut_reader, None)
         await self._run(shut)
+        self._reads.shutdown(wait=True)
         self._executor.shutdown(wait=True)
 
     async def installation(self) -> str:
