@@ -36,7 +36,7 @@ from datetime import UTC, datetime, time
 from typing import ClassVar
 
 from gateway.domain import AnnouncementRequest, Guardian, School, Status
-from gateway.planner import Coverage, Plan, PlannedDelivery
+from gateway.planner import Plan, PlannedDelivery
 from schedules.windows import MessagingWindow
 
 
@@ -238,13 +238,25 @@ def ts(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def deliveries_json(deliveries: Sequence[PlannedDelivery]) -> str:
-    """Planned deliveries as one JSON text, each a row: channel, account, target, class_name, chat_kind ('' for
-    e-mail), recipient_name, note, not_before (`ts`) and held.
+def text_columns(d: PlannedDelivery) -> tuple[str, str, str, str, str, str, str]:
+    """A planned delivery's text columns, in the order both stores write them: channel, account, target,
+    class_name, chat_kind ('' for e-mail), recipient_name, note."""
+    return (
+        d.channel,
+        d.account,
+        d.target,
+        d.class_name,
+        d.chat_kind.value if d.chat_kind else "",
+        d.recipient_name,
+        d.note.value,
+    )
 
-    Both stores insert a post's deliveries from it in one statement, and it is built before the transaction, in
-    one C call of json rather than a Python call per column of each of the quarter of a million rows a
-    region-wide closure has (bench/plan_region.py).
+
+def deliveries_json(deliveries: Sequence[PlannedDelivery]) -> str:
+    """Planned deliveries as one JSON text, each a row: the `text_columns`, not_before (`ts`) and held.
+
+    The stores insert deliveries from it in one statement (SQLite a post's too: built before the transaction, in
+    one C call of json, its store thread spends no time in Python between statements).
     """
     stamps: dict[datetime, str] = {}  # a post's deliveries share a handful of times
     rows = []
@@ -252,15 +264,8 @@ def deliveries_json(deliveries: Sequence[PlannedDelivery]) -> str:
         when = stamps.get(d.not_before)
         if when is None:
             when = stamps[d.not_before] = ts(d.not_before)
-        kind = d.chat_kind or ""
-        rows.append((d.channel, d.account, d.target, d.class_name, kind, d.recipient_name, d.note, when, d.held))
+        rows.append((*text_columns(d), when, d.held))
     return json.dumps(rows, ensure_ascii=False)
-
-
-def coverage_json(coverage: Sequence[Coverage]) -> str:
-    """Coverage lines as one JSON text, each a row in `Coverage`'s own order: person, class_name, route, the
-    index of its delivery in the plan (or null), email, note. The stores turn the index into the delivery's id."""
-    return json.dumps(coverage, ensure_ascii=False)
 
 
 def hhmm(value: time) -> str:

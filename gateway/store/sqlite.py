@@ -50,7 +50,6 @@ from gateway.store.base import (
     Store,
     TaskRow,
     TokenRow,
-    coverage_json,
     deliveries_json,
     hhmm,
     ts,
@@ -429,7 +428,8 @@ class SqliteStore(Store):
             },
             ensure_ascii=False,
         )
-        deliveries, coverage = deliveries_json(plan.deliveries), coverage_json(plan.coverage)
+        deliveries = deliveries_json(plan.deliveries)
+        coverage = json.dumps(plan.coverage, ensure_ascii=False)  # a row per line, in Coverage's own field order
 
         def tx(conn: sqlite3.Connection) -> tuple[int, bool]:
             key = request.idempotency_key or None
