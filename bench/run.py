@@ -208,7 +208,7 @@ def _plan_region(r: dict[str, Any]) -> list[str]:
     if store.exists():
         plan = json.loads(store.read_text(encoding="utf-8"))
         alone = (
-            " In the full `./run bench` named above, bench/store_plan.py commits a plan of about the same size "
+            " bench/store_plan.py (its run is named above) commits a plan of about the same size "
             f"({plan['plan']['deliveries']:,} deliveries, {plan['plan']['coverage_rows']:,} coverage rows) in one "
             "single transaction, without any "
             f"planning or reading: {plan['sqlite']['median_seconds']} s on SQLite, "
@@ -218,23 +218,28 @@ def _plan_region(r: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "What bounds it: every school's post is a transaction of its own, as it must be (a deputy's announcement "
-        f"is durable when the answer comes), so the region pays {r['schools']} commits. Profiled on 2026-11-22 "
-        "(one post at a time, 187 schools, on a machine running Python at about half the speed of the day before), "
-        "a post on SQLite spent 23-27 ms in its transaction (about 1,070 coverage rows 13 ms and 280 deliveries "
-        "7 ms, each row into 3 to 5 B-trees; the commit 1.4 ms), 5-9 ms reading the roster and 4-7 ms planning "
-        "in Python. SQLite works in one thread of this process and takes the interpreter lock back after every "
-        "step: rows and roster now go in and come out as one JSON text per statement, so a post's insert is one "
-        "step (4 posts in flight: 6.75 s against 7.5 s, 6 runs of each in turn), but one post at a time is still "
-        "no slower than four. PostgreSQL inserts in its own process: a post costs this process about 17 ms of CPU "
-        "(roster 4 ms, planning 4 ms, encoding the rows 6 ms) and the server its COPY, which posts in flight "
-        "overlap. Found and fixed on 2026-11-22: every post read every school's chats (no index by school; "
-        "migration 0009) and counted the whole region's e-mail queue for its estimate (now read at most once a "
-        "second, `gateway.estimate.Backlog`), both growing with the square of the schools; PostgreSQL counted a "
-        "school's queue from a generic plan made while the table was empty (10-12 ms a post at the end, now 1 ms); "
-        "and PostgreSQL checked each coverage row's two foreign keys with a trigger (13 of the 22 ms of the "
-        "server's COPY; dropped in migration 0010, the invariant kept by a contract test). The full run of 19:53 "
-        "the same day, with the same PostgreSQL code, measured 5.06 s (4.95, 5.06, 5.44) with 4 posts in flight: "
-        "that is how far apart two hours of this host can be." + alone,
+        f"is durable when the answer comes), so the region pays {r['schools']} commits, each on disk before its "
+        "answer. Profiled on 2026-11-22 at 20:40 (CPU-speed loop 92-106 ms; 70 ms in the day's best hour): a post "
+        "on SQLite spent about 21 ms in SQLite itself (about 1,100 coverage rows 9.4 ms, 280 deliveries 5.3 ms, the "
+        "commit 2-3 ms, reading the roster 3.5 ms) and about 15 ms in Python (planning, encoding the rows, parsing "
+        "the roster). With 4 posts in flight the process still used one core (7.7 s of CPU in 8.2 s): the store's "
+        "single thread did every read behind the transactions queued before it, and spent half its time in Python "
+        "between statements. Fixed that evening: reads have a connection and a thread of their own (WAL); a post's "
+        "rows are two JSON texts built before its transaction (explicit delivery ids, so coverage needs no "
+        "read-back); the planner builds named tuples in order instead of rebuilding every coverage line. 4 posts in "
+        "flight, alternating with the morning's code: 4.53 and 5.38 s against 9.77 and 8.34 s. The process now "
+        "uses about 1.4 cores (8 s of CPU in 5.5-6 s). What is left on SQLite is that work itself, on two cores, "
+        "with the interpreter lock shared by the planning and the reading thread. On PostgreSQL the server's COPY "
+        "overlaps the posts in flight, and this process's CPU bounds the rest: its main thread is busy for the "
+        "whole run (roster rows into Python, planning, COPY encoding). Its id reservation looked the sequence up by "
+        "name for every id (11.4 ms of a 26 ms statement; now once). Sending the rows as two JSON texts instead of "
+        "COPY saved this process 2 ms a post, but cost the server more (store_plan 3.9-4.1 s against 3.0-3.5 s) "
+        "and was no faster here, so COPY stayed. Found and fixed earlier that day: every post read every school's "
+        "chats (no index by school; migration 0009) and counted the whole region's e-mail queue (now read at most "
+        "once a second, `gateway.estimate.Backlog`), both growing with the square of the schools; PostgreSQL "
+        "counted a school's queue from a generic plan made while the table was empty (10-12 ms a post, now 1 ms) "
+        "and checked each coverage row's two foreign keys by trigger (13 of the 22 ms of the server's COPY; "
+        "migration 0010, the invariant kept by a contract test)." + alone,
     ]
     return lines
 
