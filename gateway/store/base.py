@@ -232,7 +232,8 @@ class TokenRow:
 
 
 def ts(when: datetime) -> str:
-    """A UTC timestamp as fixed-width text, so that text order is time order (the SQLite store's columns)."""
+    """A UTC timestamp as fixed-width text, so that text order is time order: the SQLite store's columns, and the
+    times in `deliveries_json` (PostgreSQL reads them as timestamptz)."""
     if when.tzinfo is None:
         raise ValueError("naive datetime")
     return when.astimezone(UTC).isoformat(timespec="microseconds")
