@@ -79,8 +79,8 @@ def done(claimed_id: int, token: str, status: Status, clock: ManualClock, **kw: 
 
 
 async def lines_point_at_own_deliveries(store: Store, announcement_id: int) -> None:
-    """Each report line reached through a delivery names a delivery of its own announcement (on PostgreSQL this
-    has no foreign key to keep it: migration 0010)."""
+    """Each report line reached through a delivery names a delivery of its own announcement (no foreign key keeps
+    it since the migrations 0010 of either backend)."""
     own = {d.id for d in await store.deliveries(announcement_id)}
     assert {c.delivery_id for c in await store.coverage(announcement_id)} - {None} <= own
 
@@ -1018,6 +1018,42 @@ async def test_sqlite_0004_keeps_forwarding_tasks_and_their_ids(tmp_path: Path) 
         assert [t.status for t in await s.tasks()] == ["cancelled"]
     finally:
         await s.close()
+
+
+async def test_sqlite_0010_keeps_the_report_lines_and_drops_their_keys(tmp_path: Path) -> None:
+    path = tmp_path / "z.db"
+    at = "2026-11-23T05:00:00.000000+00:00"
+    with sqlite3.connect(path) as conn:  # a database as version 9 left it, with a report of two lines
+        for version, script in migrations():
+            if version <= 9:
+                conn.executescript(script)
+        conn.execute("PRAGMA user_version = 9")
+        conn.execute(
+            """INSERT INTO announcements (school_id, author, kind, title, text, audience, audience_label, created_at)
+               VALUES ('s1', 'dep', 'general', 'т', 'т', '{}', 'вся школа', ?)""",
+            (at,),
+        )
+        conn.execute(
+            """INSERT INTO deliveries (id, announcement_id, channel, account, target, class_name, note, not_before,
+                                       created_at, updated_at)
+               VALUES (7, 1, 'email', '', 'mama@mail.test', '5А', 'not_in_chat', ?, ?, ?)""",
+            (at, at, at),
+        )
+        conn.executemany(
+            "INSERT INTO coverage (announcement_id, person, class_name, route, delivery_id, email, note) "
+            "VALUES (1, ?, '5А', ?, ?, ?, ?)",
+            [("g1", "email", 7, "mama@mail.test", "not_in_chat"), ("g2", "none", None, "", "not_in_chat")],
+        )
+    s = await SqliteStore.open(path)
+    try:
+        lines = [(c.person, c.route, c.delivery_id, c.email, c.delivery_status) for c in await s.coverage(1)]
+        assert sorted(lines) == [("g1", "email", 7, "mama@mail.test", Status.PENDING), ("g2", "none", None, "", None)]
+    finally:
+        await s.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM pragma_foreign_key_list('coverage')").fetchone() == (0,)
+        indexes = conn.execute("SELECT name, origin FROM pragma_index_list('coverage')").fetchall()
+        assert [origin for _, origin in indexes] == ["pk"]  # the primary key's, and no index by delivery
 
 
 async def test_sqlite_a_post_finds_what_it_reads_by_index(tmp_path: Path, clock: ManualClock) -> None:
