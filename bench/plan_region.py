@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from gateway.app import Gateway  # noqa: E402
+from gateway.app import Gateway, freeze_startup_objects  # noqa: E402
 from gateway.clock import ShiftedClock  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.roster import read_roster  # noqa: E402
@@ -72,6 +72,7 @@ async def child(config_root: Path, database: str, concurrency: int) -> dict[str,
     config = replace(config, settings=replace(config.settings, database=database))
     monday_0630 = datetime(2026, 11, 23, 3, 30, tzinfo=UTC)  # 06:30 in Moscow; force majeure is never held anyway
     gateway = await Gateway.open(config, clock=ShiftedClock(monday_0630 - datetime.now(UTC)))
+    freeze_startup_objects()  # as `zvonok serve`, which takes the schools' posts, does once it is set up
     try:
         guardians = 0
         for school_id, school in config.schools.items():

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from gateway.app import CONSOLE, Gateway, Preview
+from gateway.app import CONSOLE, Gateway, Preview, freeze_startup_objects
 from gateway.config import Config, load_config
 from gateway.domain import (
     FINAL_STATUSES,
@@ -611,6 +611,7 @@ async def _serve(gateway: Gateway) -> int:
     )
     sys.stdout.flush()
     scheduler = start_scheduler(gateway)
+    freeze_startup_objects()
     try:
         await gateway.dispatcher.run(stop)
     finally:
@@ -757,6 +758,7 @@ async def _worker(gateway: Gateway) -> int:
     backend = "PostgreSQL" if gateway.store.shares_rate_limits else "SQLite"
     print(f"Zvonok: обработчик рассылки работает (база {backend}). Ctrl+C — остановить.")
     sys.stdout.flush()
+    freeze_startup_objects()
     try:
         await gateway.dispatcher.run(stop)
     finally:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
+import weakref
 from pathlib import Path
 
 from adapters.emulators.smtp import SmtpEmulator
+from gateway.app import freeze_startup_objects
 from tests.data import ROSTER_CSV, write_config
 
 
@@ -57,3 +60,24 @@ async def _stderr(process: asyncio.subprocess.Process) -> str:
         return (await asyncio.wait_for(process.stderr.read(65536), timeout=1)).decode(errors="replace")
     except TimeoutError:
         return "(no stderr)"
+
+
+def test_a_service_leaves_its_start_up_objects_out_of_full_collections_after_collecting_garbage() -> None:
+    class Node:
+        me: object
+
+    kept, dead = Node(), Node()
+    kept.me, dead.me = kept, dead  # two reference cycles: one still in use, one garbage
+    gone = weakref.ref(dead)
+    del dead
+    was_enabled = gc.isenabled()
+    gc.disable()  # no automatic collection between here and the freeze
+    try:
+        freeze_startup_objects()
+        assert gone() is None  # the garbage was collected, not kept for good
+        assert gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects())  # frozen: no collection walks it again
+    finally:
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
