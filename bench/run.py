@@ -219,27 +219,37 @@ def _plan_region(r: dict[str, Any]) -> list[str]:
         "",
         "What bounds it: every school's post is a transaction of its own, as it must be (a deputy's announcement "
         f"is durable when the answer comes), so the region pays {r['schools']} commits, each on disk before its "
-        "answer. Profiled on 2026-11-22 at 20:40 (CPU-speed loop 92-106 ms; 70 ms in the day's best hour): a post "
-        "on SQLite spent about 21 ms in SQLite itself (about 1,100 coverage rows 9.4 ms, 280 deliveries 5.3 ms, the "
-        "commit 2-3 ms, reading the roster 3.5 ms) and about 15 ms in Python (planning, encoding the rows, parsing "
-        "the roster). With 4 posts in flight the process still used one core (7.7 s of CPU in 8.2 s): the store's "
-        "single thread did every read behind the transactions queued before it, and spent half its time in Python "
-        "between statements. Fixed that evening: reads have a connection and a thread of their own (WAL); a post's "
-        "rows are two JSON texts built before its transaction (explicit delivery ids, so coverage needs no "
-        "read-back); the planner builds named tuples in order instead of rebuilding every coverage line. 4 posts in "
-        "flight, alternating with the morning's code: 4.53 and 5.38 s against 9.77 and 8.34 s. The process now "
-        "uses about 1.4 cores (8 s of CPU in 5.5-6 s). What is left on SQLite is that work itself, on two cores, "
-        "with the interpreter lock shared by the planning and the reading thread. On PostgreSQL the server's COPY "
-        "overlaps the posts in flight, and this process's CPU bounds the rest: its main thread is busy for the "
-        "whole run (roster rows into Python, planning, COPY encoding). Its id reservation looked the sequence up by "
-        "name for every id (11.4 ms of a 26 ms statement; now once). Sending the rows as two JSON texts instead of "
-        "COPY saved this process 2 ms a post, but cost the server more (store_plan 3.9-4.1 s against 3.0-3.5 s) "
-        "and was no faster here, so COPY stayed. Found and fixed earlier that day: every post read every school's "
-        "chats (no index by school; migration 0009) and counted the whole region's e-mail queue (now read at most "
-        "once a second, `gateway.estimate.Backlog`), both growing with the square of the schools; PostgreSQL "
-        "counted a school's queue from a generic plan made while the table was empty (10-12 ms a post, now 1 ms) "
-        "and checked each coverage row's two foreign keys by trigger (13 of the 22 ms of the server's COPY; "
-        "migration 0010, the invariant kept by a contract test)." + alone,
+        "answer. The rest is this process's work on two cores. On SQLite: a writer thread (a post's rows and its "
+        "commit, mostly inside SQLite, without the interpreter lock), a reader thread (the rosters) and the event "
+        "loop's thread (the rules, the planner, encoding the rows), the last two sharing the interpreter lock; on "
+        "2026-11-22 at 23:10 (two runs) their CPU was 1.8-1.9, 1.2 and 1.3 s in 2.9 s. On PostgreSQL "
+        "the server's COPY overlaps the posts in flight, and this process's main thread is busy for the whole run "
+        "(roster rows into Python, planning, COPY encoding)." + alone,
+        "",
+        "Found and fixed on 2026-11-22, each change judged by runs alternating the old and the new code (the host's "
+        "speed varies by half from hour to hour):",
+        "",
+        "- Every post read every school's chats (no index by school; migration 0009) and counted the whole region's "
+        "e-mail queue (now read at most once a second, `gateway.estimate.Backlog`): both grew with the square of the "
+        "schools.",
+        "- PostgreSQL counted a school's queue from a generic plan made while the table was empty (10-12 ms a post, "
+        "now 1 ms), checked each report line's two foreign keys by trigger (13 of the 22 ms of the server's COPY; "
+        "migration 0010, the invariant kept by a contract test) and looked its id sequence up by name for every id "
+        "(11.4 ms of a 26 ms statement; now once).",
+        "- SQLite did every read on the store's one thread, behind the transactions queued before it. Reads now have "
+        "a connection and a thread of their own (WAL); a post's rows are two JSON texts built before its "
+        "transaction; the planner builds named tuples in order. 4 in flight: 4.53 and 5.38 s against 9.77 and 8.34 s.",
+        "- Python's garbage collector walked the ~127,000 objects alive since start-up in each of its 9-10 full "
+        "passes during a run: 0.57-0.73 s of 3.4-4.3 s, with the interpreter lock held. `zvonok serve` and `zvonok "
+        "worker` now freeze those objects once set up (`gateway.app.freeze_startup_objects`; this benchmark does it "
+        "after opening the gateway, as serve would): 3.18-4.00 s against 4.62-4.91 s.",
+        "- SQLite's report lines lost their two foreign keys, and both backends the lines' index by delivery "
+        "(migrations 0010 and 0011; every statement names the announcement): a post's 1,137 lines took 4.26 ms to "
+        "insert instead of 5.43 ms.",
+        "- Tried and not kept, no faster: a larger SQLite page cache, `WITHOUT ROWID` report lines, one commit for "
+        "the posts queued together (it made them wait for each other), the rows as JSON instead of COPY on "
+        "PostgreSQL (2 ms a post less here, more on the server), the roster as one `json_agg` on PostgreSQL (a "
+        "nested loop without statistics right after an import).",
     ]
     return lines
 
