@@ -21,7 +21,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config, Settings, class_window
 from gateway.dispatcher import Dispatcher
 from gateway.domain import EMAIL, AnnouncementRequest, ChatBinding, ChatKind, Group, Kind, School, parse_class_name
-from gateway.errors import NotFound, PolicyViolation
+from gateway.errors import Conflict, NotFound, PolicyViolation
 from gateway.estimate import Backlog, Estimate, estimate
 from gateway.lint import Finding, lint
 from gateway.planner import Note, Plan, plan
@@ -153,7 +153,7 @@ class Gateway:
         chat found gone at send time falls back to e-mail just the same).
         """
         school = await self.school_view(request.school_id)
-        check_request(school, request)
+        check_request(school, request, self.clock.now())
         findings = lint(request.title, request.text, self.config.lint_settings(school.id))
         if check_chats:
             audience = set(request.audience.class_names(school))
@@ -221,6 +221,8 @@ class Gateway:
         `check_chats` (what the staff's API, pages and CLI do), the audience's chats not health-checked for
         `max.health_max_age_hours` are checked first, as in `preview`."""
         preview = await self.preview(request, check_chats=check_chats)
+        if request.idempotency_key:
+            await self._check_key(request)
         if preview.blocking:
             raise PolicyViolation(
                 "объявление нарушает правила школы: " + "; ".join(f.message for f in preview.blocking)
@@ -230,6 +232,8 @@ class Gateway:
         announcement_id, created = await self.store.create_announcement(
             request, planned, self.clock.now(), audit=preview.audit
         )
+        if not created:
+            await self._check_key(request)  # another request with this key may have committed meanwhile
         if created:
             self._backlog.committed(ticket, planned.deliveries)
             log.info(
@@ -241,6 +245,16 @@ class Gateway:
             )
         self.dispatcher.wake()
         return Posted(announcement_id, created, preview)
+
+    async def _check_key(self, request: AnnouncementRequest) -> None:
+        """Conflict when the request's idempotency key was used for another request (Stripe's and Knock's rule):
+        a retry must not be answered with an announcement other than the one it asks for."""
+        found = await self.store.announcement_by_key(request.school_id, request.idempotency_key)
+        if found is not None and found.request_digest not in (None, request.digest()):
+            raise Conflict(
+                f"ключ повтора (Idempotency-Key) уже использован для объявления № {found.id} «{found.title}» "
+                "с другим содержанием: для нового объявления нужен новый ключ"
+            )
 
     # ------------------------------------------------------------------ forwarding by class teachers
 

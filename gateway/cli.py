@@ -29,8 +29,9 @@ from gateway.domain import (
     Kind,
     School,
     parse_class_name,
+    parse_number,
 )
-from gateway.errors import InvalidInput, NotFound, PolicyViolation, Problem, ZvonokError
+from gateway.errors import Conflict, InvalidInput, NotFound, PolicyViolation, Problem, ZvonokError
 from gateway.logs import setup_logging
 from gateway.reports import render_text
 from gateway.roster import read_roster
@@ -233,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotFound as exc:
         print(f"Не найдено: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except Conflict as exc:
+        print(f"Конфликт: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     except ZvonokError as exc:
         print(f"Ошибка: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -386,8 +390,9 @@ def parse_request(args: argparse.Namespace, school_id: str) -> AnnouncementReque
             classes.add(parsed[0])
     parallels = set()
     for raw in filter(None, (p.strip() for p in args.parallels.split(","))):
-        if re.fullmatch(r"[0-9]{1,2}", raw) and 1 <= int(raw) <= 11:  # not isdigit(): "¹" is a digit to it
-            parallels.add(int(raw))
+        number = parse_number(raw)
+        if number is not None and 1 <= number <= 11:
+            parallels.add(number)
         else:
             bad("--parallels", f"«{raw}»: ожидается номер параллели от 1 до 11")
     text = args.text
@@ -598,10 +603,10 @@ async def _serve(gateway: Gateway) -> int:
     from aiohttp import web
 
     from gateway.web.app import make_app
+    from gateway.web.app import runner as app_runner
     from schedules.jobs import start_scheduler
 
-    app = make_app(gateway)  # the staff pages, the API, the parents' pages and the MAX webhook
-    runner = web.AppRunner(app, access_log=None)  # paths and query strings may carry secrets: no access log
+    runner = app_runner(make_app(gateway))  # the staff pages, the API, the parents' pages and the MAX webhook
     await runner.setup()
     host, _, port = gateway.config.settings.listen.rpartition(":")
     await web.TCPSite(runner, host.strip("[]"), int(port)).start()

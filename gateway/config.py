@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import time
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -97,6 +98,9 @@ class Settings:
     public_url: str = ""
     secret: str = ""  # signs the parents' links in letters (`secret_env` in zvonok.yaml; a literal for the demo)
     listen: str = "127.0.0.1:8080"  # where `zvonok serve` answers HTTP (webhooks; behind an HTTPS proxy)
+    # the reverse proxies whose X-Forwarded-For/-Proto/-Host are believed (addresses or networks); none: ignored
+    trusted_proxies: tuple[str, ...] = ()
+    login_lists_schools: bool = False  # the login page names the installation's schools to anyone who opens it
     email: EmailSettings = field(
         default_factory=lambda: EmailSettings(host="127.0.0.1", port=25, from_address="noreply@school.example")
     )
@@ -386,7 +390,20 @@ def _settings(doc: _Doc, data: Any) -> Settings:
         doc,
         data,
         (),
-        {"database", "public_url", "secret", "secret_env", "listen", "email", "max", "vk", "dispatch", "retention"},
+        {
+            "database",
+            "public_url",
+            "secret",
+            "secret_env",
+            "listen",
+            "trusted_proxies",
+            "login_lists_schools",
+            "email",
+            "max",
+            "vk",
+            "dispatch",
+            "retention",
+        },
     )
     defaults = Settings()
     email_f = _Fields(doc, top.data.get("email") or {}, ("email",), _EMAIL_KEYS)
@@ -442,12 +459,25 @@ def _settings(doc: _Doc, data: Any) -> Settings:
         public_url=top.get("public_url", str, "").rstrip("/"),
         secret=_link_secret(doc, top),
         listen=listen,
+        trusted_proxies=_networks(doc, top.get("trusted_proxies", list, [])),
+        login_lists_schools=top.get("login_lists_schools", bool, False),
         email=email,
         max=_provider(doc, top.data.get("max"), "max", defaults.max),
         vk=_provider(doc, top.data.get("vk"), "vk", defaults.vk),
         dispatch=dispatch,
         retention=_retention(doc, top.data.get("retention"), defaults.retention),
     )
+
+
+def _networks(doc: _Doc, items: list[Any]) -> tuple[str, ...]:
+    """Addresses or networks (`127.0.0.1`, `10.0.0.0/8`, `::1`), each checked."""
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(str(ip_network(str(item), strict=False)))
+        except ValueError:
+            doc.add(("trusted_proxies", i), f"«{item}» — не IP-адрес и не сеть (например, 127.0.0.1 или 10.0.0.0/8)")
+    return tuple(out)
 
 
 def _retention(doc: _Doc, data: Any, default: RetentionSettings) -> RetentionSettings:

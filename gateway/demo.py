@@ -148,13 +148,14 @@ async def _serve_site(gateway: Gateway, sock: socket.socket, stream: TextIO) -> 
 
     from gateway.web import auth
     from gateway.web.app import make_app
+    from gateway.web.app import runner as app_runner
     from schedules.jobs import start_scheduler
 
     school = next(iter(gateway.config.schools.values()))
     for member in school.staff.values():
         await auth.set_password(gateway, school.id, member.id, demo_password(member.id))
     await gateway.post(replace(DEMO_FORWARD, school_id=school.id))
-    runner = web.AppRunner(make_app(gateway), access_log=None)
+    runner = app_runner(make_app(gateway))
     await runner.setup()
     await web.SockSite(runner, sock).start()
     url = gateway.config.settings.public_url

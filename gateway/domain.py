@@ -5,6 +5,8 @@ Plain frozen dataclasses and enums. They know nothing of files, SQL or wire form
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -199,6 +201,22 @@ class School:
         return out
 
 
+_NUMBER = re.compile(r"[0-9]{1,15}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether a text holds characters nobody types (NUL and the other C0 controls but tab and line breaks): no
+    store keeps them (PostgreSQL refuses NUL outright), so every text that comes in is checked for them."""
+    return _CONTROL.search(text) is not None
+
+
+def parse_number(raw: str) -> int | None:
+    """A whole number in ASCII digits (at most 15 of them); None otherwise. Not `str.isdigit()`: «²», «١» and «１»
+    are digits to it, and `int()` reads the last two, so ids, limits and form fields take only 0-9."""
+    return int(raw) if _NUMBER.fullmatch(raw) else None
+
+
 _CLASS_NAME = re.compile(r"^(?P<parallel>1[01]|[1-9])\s*-?\s*(?P<letter>[А-ЯЁA-Z]{1,2})?$", re.IGNORECASE)
 
 
@@ -290,3 +308,20 @@ class AnnouncementRequest:
     idempotency_key: str = ""
     reason: str = ""  # why, for force majeure (audit log); the title when empty
     via_class_teachers: bool = False  # class chats get it from their class teachers, who may add a note
+
+    def digest(self) -> str:
+        """What was asked, as a fingerprint: an idempotency key reused with another request is told apart by it."""
+        asked = [
+            self.school_id,
+            self.author,
+            self.kind.value,
+            self.title,
+            self.text,
+            sorted(g.value for g in self.audience.groups),
+            sorted(self.audience.parallels),
+            sorted(self.audience.classes),
+            None if self.send_at is None else self.send_at.timestamp(),
+            self.reason,
+            self.via_class_teachers,
+        ]
+        return hashlib.sha256(json.dumps(asked, ensure_ascii=False).encode()).hexdigest()

@@ -36,9 +36,18 @@ class InvalidInput(ZvonokError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class Unprocessable(InvalidInput):
+    """Well-formed input whose values cannot be acted on: a control character in a text, a send time outside any
+    school year (the web answers 422, not 400)."""
+
+
 class PolicyViolation(ZvonokError):
     """The school's rules forbid what was asked (who may post where, banned channels, content)."""
 
 
 class NotFound(ZvonokError):
     """The thing asked for does not exist."""
+
+
+class Conflict(ZvonokError):
+    """The request contradicts one made before (an idempotency key reused for another announcement)."""

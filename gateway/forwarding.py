@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.domain import EMAIL, ChatKind, Kind, Role
-from gateway.errors import InvalidInput, NotFound, PolicyViolation, Problem
+from gateway.domain import EMAIL, ChatKind, Kind, Role, has_control_characters
+from gateway.errors import InvalidInput, NotFound, PolicyViolation, Problem, Unprocessable
 from gateway.lint import lint
 from gateway.planner import Note, PlannedDelivery
 from gateway.store.base import TaskRow
@@ -43,6 +43,9 @@ async def forward(gateway: Gateway, task_id: int, actor: str, note: str = "", *,
             )
         if len(note) > MAX_NOTE:
             raise InvalidInput([Problem("пересылка", f"комментарий длиннее {MAX_NOTE} символов", None, "note")])
+        if has_control_characters(note):
+            message = "недопустимый управляющий символ (например, NUL): удалите его"
+            raise Unprocessable([Problem("пересылка", message, None, "note")])
         blocking = [f for f in lint("", note, gateway.config.lint_settings(school.id)) if f.blocking] if note else []
         if blocking:
             raise PolicyViolation("комментарий нарушает правила школы: " + "; ".join(f.message for f in blocking))

@@ -7,9 +7,10 @@ the rule it breaks, and links to them are flagged in announcement texts.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
-from gateway.domain import AnnouncementRequest, Group, Kind, Role, School
-from gateway.errors import InvalidInput, PolicyViolation, Problem
+from gateway.domain import AnnouncementRequest, Group, Kind, Role, School, has_control_characters
+from gateway.errors import InvalidInput, PolicyViolation, Problem, Unprocessable
 
 BANNED_RULE = (
     "иностранные мессенджеры запрещены для официальной связи школы с обучающимися и родителями: "
@@ -91,8 +92,42 @@ MAX_TITLE = 200
 MAX_TEXT = 20_000
 
 
-def check_request(school: School, request: AnnouncementRequest) -> None:
-    """Refuse a request the school's rules do not allow, with a Russian reason; InvalidInput for bad fields."""
+SEND_AT_PAST = timedelta(days=30)  # a send time further back is a typo (the wrong year), not "now"
+SEND_AT_AHEAD = timedelta(days=366)
+
+
+def _plausible(send_at: datetime, now: datetime) -> bool:
+    try:
+        return now - SEND_AT_PAST <= send_at <= now + SEND_AT_AHEAD
+    except OverflowError:  # year 1 or 9999 in a zone whose offset takes it past what datetime holds
+        return False
+
+
+def check_request(school: School, request: AnnouncementRequest, now: datetime) -> None:
+    """Refuse a request the school's rules do not allow, with a Russian reason; InvalidInput for bad fields,
+    Unprocessable for values nothing can be done with."""
+    unreadable = [
+        Problem("объявление", "недопустимый управляющий символ (например, NUL): удалите его", None, field)
+        for field, value in (
+            ("title", request.title),
+            ("text", request.text),
+            ("reason", request.reason),
+            ("key", request.idempotency_key),
+        )
+        if has_control_characters(value)
+    ]
+    if request.send_at is not None and request.send_at.tzinfo is not None and not _plausible(request.send_at, now):
+        unreadable.append(
+            Problem(
+                "объявление",
+                f"время отправки должно быть не раньше чем за {SEND_AT_PAST.days} дней и не позже чем через "
+                f"{SEND_AT_AHEAD.days} дней от сегодняшнего",
+                None,
+                "send_at",
+            )
+        )
+    if unreadable:
+        raise Unprocessable(unreadable)
     problems: list[Problem] = []
 
     def bad(field: str, message: str) -> None:

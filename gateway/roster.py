@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import valid_email
-from gateway.domain import ChatKind, Guardian, RosterEntry, School, parse_class_name
-from gateway.errors import InvalidInput, Problem
+from gateway.domain import ChatKind, Guardian, RosterEntry, School, has_control_characters, parse_class_name
+from gateway.errors import InvalidInput, Problem, Unprocessable
 
 MAX_BYTES = 20 * 1024 * 1024
 
@@ -73,6 +73,7 @@ def parse_roster(data: bytes, school: School, *, source: str = "roster.csv") -> 
     if len(data) > MAX_BYTES:
         raise InvalidInput([Problem(source, f"файл больше {MAX_BYTES // (1024 * 1024)} МБ")])
     text = _decode(data, source)
+    _control_characters(text, source)
     if not text.strip():
         raise InvalidInput([Problem(source, "файл пуст")])
     dialect = _sniff(text)
@@ -80,7 +81,7 @@ def parse_roster(data: bytes, school: School, *, source: str = "roster.csv") -> 
     try:
         header = next(reader)
     except csv.Error as exc:
-        raise InvalidInput([Problem(source, f"файл не читается как CSV: {exc}", 1)]) from None
+        raise InvalidInput([_csv_problem(exc, 1, source)]) from None
     columns = _map_header(header, source, problems)
     if problems:
         raise InvalidInput(problems)
@@ -121,7 +122,7 @@ def parse_roster(data: bytes, school: School, *, source: str = "roster.csv") -> 
                 )
             entries.append(entry)
     except csv.Error as exc:
-        problems.append(Problem(source, f"ошибка формата CSV: {exc}", reader.line_num))
+        problems.append(_csv_problem(exc, line, source))
     if problems:
         raise InvalidInput(problems)
     if not entries:
@@ -149,6 +150,28 @@ def _decode(data: bytes, source: str) -> str:
     if "\x00" in text:
         raise InvalidInput([Problem(source, "это не текстовый файл CSV")])
     return text
+
+
+def _control_characters(text: str, source: str) -> None:
+    """Unprocessable, naming the lines, for characters nobody types (a NUL in a name, say): no store keeps them."""
+    lines = [n for n, line in enumerate(text.splitlines(), start=1) if has_control_characters(line)]
+    if lines:
+        message = "недопустимый управляющий символ (например, NUL): удалите его"
+        raise Unprocessable([Problem(source, message, n) for n in lines[:10]])
+
+
+def _csv_problem(exc: csv.Error, line: int, source: str) -> Problem:
+    """A CSV error in Russian, at the line where the broken record starts (where an unclosed quote opens)."""
+    text = str(exc)
+    if "unexpected end of data" in text or "EOF" in text:
+        message = "кавычка, открытая в этой строке, не закрыта до конца файла: закройте её или уберите"
+    elif "field larger than field limit" in text:
+        message = "слишком длинное поле (скорее всего, не закрыта кавычка в этой строке)"
+    elif "new-line character" in text:
+        message = "перевод строки внутри поля без кавычек: сохраните файл из журнала заново"
+    else:
+        message = "строка не читается как CSV (проверьте кавычки и разделители)"
+    return Problem(source, f"ошибка в CSV: {message}", line)
 
 
 def _sniff(text: str) -> type[csv.Dialect]:

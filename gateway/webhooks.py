@@ -9,12 +9,12 @@ HTTPS on port 443 with a trusted certificate: put `zvonok serve` behind a revers
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway import jsontext
 from gateway.chats import apply_max_update
 
 if TYPE_CHECKING:
@@ -42,9 +42,9 @@ async def max_update(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _error(413, "слишком большой запрос")
     try:
-        update = json.loads(await request.content.read(MAX_BODY + 1))
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "тело запроса — не JSON")
+        update = jsontext.loads(await request.content.read(MAX_BODY + 1))
+    except ValueError:
+        return _error(400, f"тело запроса — не JSON или вложено глубже {jsontext.MAX_DEPTH} уровней")
     if not isinstance(update, dict):
         return _error(400, "ожидается объект Update")
     school = gateway.config.school(school_id)

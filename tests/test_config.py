@@ -243,3 +243,15 @@ def test_shipped_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert example.settings.email.starttls
     assert example.settings.secret == "secret-ZVONOK_LINK_SECRET" and demo.settings.secret
     assert example.tokens["max"]["school-1"] == "secret-ZVONOK_MAX_TOKEN_SCHOOL1"
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path: Path) -> None:
+    settings = "trusted_proxies: [127.0.0.1, 10.0.0.0/8, '::1']\nlogin_lists_schools: true\n"
+    config = load_config(write_config(tmp_path / "ok", settings=settings))
+    assert config.settings.trusted_proxies == ("127.0.0.1/32", "10.0.0.0/8", "::1/128")
+    assert config.settings.login_lists_schools
+    assert load_config(write_config(tmp_path / "none", settings="")).settings.trusted_proxies == ()
+    with pytest.raises(InvalidInput) as caught:
+        load_config(write_config(tmp_path / "bad", settings="trusted_proxies: [127.0.0.1, nginx.local]\n"))
+    [problem] = caught.value.problems
+    assert problem.field == "trusted_proxies[2]" and "«nginx.local» — не IP-адрес и не сеть" in problem.message

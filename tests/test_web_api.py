@@ -209,8 +209,15 @@ async def test_wrong_password_stale_form_and_throttle(web_world: WebWorld) -> No
     for _ in range(5):
         status, html = await attempt("не тот пароль")
         assert status == 400 and "Неверный логин или пароль" in html
-    status, html = await attempt(PASSWORDS["kt5a"])  # even the right one, for 15 minutes
-    assert status == 429 and "Слишком много неудачных попыток" in html
+    status, html = await attempt(PASSWORDS["kt5a"])  # even the right one, until the wait has passed
+    assert status == 429 and "Слишком много неудачных попыток" in html and "Повторите через 1 с" in html
+    w.gateway.clock.advance(timedelta(seconds=1))
+    status, html = await attempt("снова не тот")  # the sixth: the wait doubles
+    assert status == 400
+    status, html = await attempt(PASSWORDS["kt5a"])
+    assert status == 429 and "Повторите через 2 с" in html
+    w.gateway.clock.advance(timedelta(seconds=2))
+    assert (await attempt(PASSWORDS["kt5a"]))[0] == 303  # a wait, never a lock
     async with w.client().post(w.base + "/login", data={"login": "nobody", "password": "x" * 12}) as r:
         assert r.status == 400  # an unknown login is refused like a wrong password
 
@@ -297,10 +304,16 @@ async def test_create_is_idempotent_per_author_and_key(web_world: WebWorld) -> N
     async with await dep.post("/api/announcements", json=ANNOUNCEMENT, **key) as r:
         assert r.status == 201
         first = await r.json()
-    async with await dep.post("/api/announcements", json={**ANNOUNCEMENT, "title": "другой"}, **key) as r:
-        assert r.status == 200
+    async with await dep.post("/api/announcements", json=ANNOUNCEMENT, **key) as r:
+        assert r.status == 200  # a retry of the same request: the same announcement
         again = await r.json()
     assert (again["id"], again["created"], again["announcement"]["title"]) == (first["id"], False, "Уроки сокращены")
+    for other in ({**ANNOUNCEMENT, "title": "другой"}, {**ANNOUNCEMENT, "groups": ["students"]}):
+        async with await dep.post("/api/announcements", json=other, **key) as r:
+            assert r.status == 409  # the key reused for another request (Stripe's rule): refused, not answered
+            body = await r.json()  # with the old announcement and a preview of the new body
+        assert body["code"] == "conflict" and "уже использован для объявления № 1" in body["error"], body
+        assert "preview" not in body
     async with await director.post("/api/announcements", json=ANNOUNCEMENT, **key) as r:
         assert r.status == 201 and (await r.json())["id"] != first["id"]  # the key is the author's own
     assert len(await w.gateway.store.announcements()) == 2
@@ -638,9 +651,18 @@ async def test_responses_match_the_document(web_world: WebWorld) -> None:
         headers={"Idempotency-Key": "a"},
     )
     again = await call(
-        dep, "POST", "/api/announcements", "/api/announcements", json=ANNOUNCEMENT, headers={"Idempotency-Key": "a"}
+        dep,
+        "POST",
+        "/api/announcements",
+        "/api/announcements",
+        json={**ANNOUNCEMENT, "via_class_teachers": True},
+        headers={"Idempotency-Key": "a"},
     )
     assert again["id"] == created["id"]
+    conflict = await call(
+        dep, "POST", "/api/announcements", "/api/announcements", json=ANNOUNCEMENT, headers={"Idempotency-Key": "a"}
+    )
+    assert conflict["code"] == "conflict"
     i = created["id"]
     await call(dep, "POST", "/api/announcements/preview", "/api/announcements/preview", json=ANNOUNCEMENT)
     await call(dep, "POST", "/api/announcements", "/api/announcements", json={"title": ""})

@@ -19,10 +19,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from gateway.clock import Clock
 from gateway.web import auth
 from gateway.web.app import make_app
+from gateway.web.app import runner as app_runner
 from tests.data import SCHOOL_YAML
 from tests.world import World, running_world
 
@@ -102,7 +104,7 @@ class WebWorld:
             auth.digest(session_id), "s1", staff_id, csrf, now, now + auth.SESSION_LIFETIME
         )
         http = self.client()
-        http.cookie_jar.update_cookies({auth.SESSION_COOKIE: session_id}, aiohttp.client.URL(self.base))
+        http.cookie_jar.update_cookies({auth.SESSION_COOKIE: session_id}, URL(self.base))
         return Session(http, csrf, self.base)
 
     async def _csrf(self, http: aiohttp.ClientSession) -> str:
@@ -124,18 +126,31 @@ def free_socket() -> socket.socket:
 
 
 @asynccontextmanager
-async def running_web(tmp_path: Path, clock: Clock, *, passwords: bool = True) -> AsyncIterator[WebWorld]:
-    async with running_world(tmp_path, clock, school_yaml=WEB_SCHOOL_YAML) as world:
+async def running_web(
+    tmp_path: Path,
+    clock: Clock,
+    *,
+    passwords: bool = True,
+    database: str | None = None,
+    trusted_proxies: tuple[str, ...] = (),
+    public_url: str = "",
+) -> AsyncIterator[WebWorld]:
+    """The app on a free port; `public_url` (default: that port's plain-http address) as a proxy in front would
+    have it, `trusted_proxies` as zvonok.yaml would name them."""
+    async with running_world(tmp_path, clock, school_yaml=WEB_SCHOOL_YAML, database=database) as world:
         gateway = world.gateway
         sock = free_socket()
         base = f"http://127.0.0.1:{sock.getsockname()[1]}"
         s = gateway.config.settings
-        gateway.config = replace(gateway.config, settings=replace(s, public_url=base, secret=SECRET))
+        gateway.config = replace(
+            gateway.config,
+            settings=replace(s, public_url=public_url or base, secret=SECRET, trusted_proxies=trusted_proxies),
+        )
         if passwords:
             for staff_id, password in PASSWORDS.items():
                 await auth.set_password(gateway, "s1", staff_id, password)
         app = make_app(gateway)
-        runner = web.AppRunner(app, access_log=None)
+        runner = app_runner(app)
         await runner.setup()
         await web.SockSite(runner, sock).start()
         stop = asyncio.Event()

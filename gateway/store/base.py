@@ -30,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import ClassVar
 
 from gateway.domain import AnnouncementRequest, Guardian, School, Status
@@ -52,6 +52,7 @@ class AnnouncementRecord:
     created_at: datetime
     send_at: datetime | None
     cancelled_at: datetime | None = None
+    request_digest: str | None = None  # what its Idempotency-Key was first used for (None: made before it was kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,6 +488,10 @@ class Store(ABC):
     async def announcement(self, announcement_id: int) -> AnnouncementRecord | None: ...
 
     @abstractmethod
+    async def announcement_by_key(self, school_id: str, idempotency_key: str) -> AnnouncementRecord | None:
+        """The school's announcement made with this idempotency key, if any."""
+
+    @abstractmethod
     async def announcements(self, school_id: str | None = None, limit: int = 50) -> list[AnnouncementRecord]: ...
 
     # --- dispatch
@@ -580,6 +585,22 @@ class Store(ABC):
     @abstractmethod
     async def api_tokens(self, school_id: str) -> list[TokenRow]:
         """Every API token of the school, revoked ones too (`revoked_at`), oldest first; never their hashes."""
+
+    # --- login throttling (gateway.web.auth)
+
+    @abstractmethod
+    async def admit_login(
+        self, keys: Sequence[str], hold: Callable[[str, int], timedelta], now: datetime, forget: datetime
+    ) -> datetime | None:
+        """Count one login attempt against every key, atomically across processes. When a key is held past `now`,
+        nothing changes and the answer is the latest moment a key is held until. Otherwise each key counts one
+        attempt more (not yet known to have succeeded), is held until `now + hold(key, count)`, and the answer is
+        None. A key whose last attempt lies before `forget` counts from zero (and is deleted)."""
+
+    @abstractmethod
+    async def login_succeeded(self, forget: Sequence[str], undo: Sequence[str], now: datetime) -> None:
+        """An admitted attempt proved right: the `forget` keys are deleted, the `undo` keys count one attempt less
+        (the one this login had counted), keeping their hold."""
 
     # --- class windows set at run time
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -457,6 +457,7 @@ class PostgresStore(Store):
                     request.audience.describe(),
                     request.send_at,
                     key,
+                    request.digest() if key else None,
                     now,
                 ),
             )
@@ -519,6 +520,13 @@ class PostgresStore(Store):
 
     async def announcement(self, announcement_id: int) -> AnnouncementRecord | None:
         rows = await self._all(f"SELECT {_ANN_COLUMNS} FROM announcements WHERE id = %s", (announcement_id,))
+        return _announcement(rows[0]) if rows else None
+
+    async def announcement_by_key(self, school_id: str, idempotency_key: str) -> AnnouncementRecord | None:
+        rows = await self._all(
+            f"SELECT {_ANN_COLUMNS} FROM announcements WHERE school_id = %s AND idempotency_key = %s",
+            (school_id, idempotency_key),
+        )
         return _announcement(rows[0]) if rows else None
 
     async def announcements(self, school_id: str | None = None, limit: int = 50) -> list[AnnouncementRecord]:
@@ -850,6 +858,38 @@ class PostgresStore(Store):
                 (id_hash, school_id, staff_id, csrf_token, now, expires_at),
             )
 
+    async def admit_login(
+        self, keys: Sequence[str], hold: Callable[[str, int], timedelta], now: datetime, forget: datetime
+    ) -> datetime | None:
+        require_aware(now)
+        ordered = sorted(set(keys))
+        async with self._tx() as conn:
+            await conn.execute("DELETE FROM login_attempts WHERE last_at < %s", (forget,))
+            # Every key's row is made where missing and locked, in one order (no deadlock between two logins),
+            # before any is read: concurrent attempts on a key queue here, each seeing the hold the one before set.
+            await conn.execute(_MAKE_LOGIN_KEYS, {"now": now, "keys": ordered})
+            cur = await conn.execute(
+                "SELECT key, failures, held_until FROM login_attempts WHERE key = ANY(%s) ORDER BY key FOR UPDATE",
+                (ordered,),
+            )
+            found: dict[str, tuple[int, datetime]] = {r[0]: (int(r[1]), r[2]) for r in await cur.fetchall()}
+            held = [until for _, until in found.values() if until > now]
+            if held:
+                return max(held)
+            async with conn.cursor() as db:
+                await db.executemany(
+                    "UPDATE login_attempts SET failures = %s, held_until = %s, last_at = %s WHERE key = %s",
+                    [(found[key][0] + 1, now + hold(key, found[key][0] + 1), now, key) for key in ordered],
+                )
+        return None
+
+    async def login_succeeded(self, forget: Sequence[str], undo: Sequence[str], now: datetime) -> None:
+        async with self._tx() as conn:
+            await conn.execute("DELETE FROM login_attempts WHERE key = ANY(%s)", (list(forget),))
+            await conn.execute(
+                "UPDATE login_attempts SET failures = greatest(failures - 1, 0) WHERE key = ANY(%s)", (list(undo),)
+            )
+
     async def session(self, id_hash: str, now: datetime) -> SessionRow | None:
         rows = await self._all(
             """SELECT school_id, staff_id, csrf_token, created_at, expires_at FROM sessions
@@ -1161,6 +1201,12 @@ WITH revived AS (
 UPDATE alerts SET resolved_at = %(now)s
 WHERE kind = 'dead_chat' AND subject = %(channel)s || ':' || %(address)s AND resolved_at IS NULL"""
 
+# The rows of a login's keys, made where missing: such a row counts nothing yet and holds nothing.
+_MAKE_LOGIN_KEYS = """
+INSERT INTO login_attempts (key, failures, held_until, last_at)
+SELECT k, 0, %(now)s, %(now)s FROM unnest(%(keys)s::text[]) AS k ORDER BY k
+ON CONFLICT (key) DO NOTHING"""
+
 _ROSTER_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('zvonok.roster:' || current_schema() || ':' || %s, 0))"
 
 _UPSERT_GUARDIAN = """
@@ -1174,8 +1220,8 @@ INSERT INTO guardian_classes (school_id, key, class_name, students, in_chat) VAL
 
 _INSERT_ANNOUNCEMENT = """
 INSERT INTO announcements (school_id, author, kind, title, text, audience, audience_label, send_at,
-                           idempotency_key, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                           idempotency_key, request_digest, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (school_id, idempotency_key) DO NOTHING
 RETURNING id"""
 
@@ -1257,7 +1303,9 @@ SELECT %(announcement)s, d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, d->>6, (d->>7
 FROM jsonb_array_elements(%(deliveries)s::jsonb) WITH ORDINALITY AS e (d, ord)
 ORDER BY ord"""
 
-_ANN_COLUMNS = "id, school_id, author, kind, title, text, audience_label, created_at, send_at, cancelled_at"
+_ANN_COLUMNS = (
+    "id, school_id, author, kind, title, text, audience_label, created_at, send_at, cancelled_at, request_digest"
+)
 
 # A delivery claim may hand out: open, due, not leased (or its lease ran out), in the channels asked for.
 _CLAIMABLE = f"""status IN {_OPEN}
@@ -1566,7 +1614,7 @@ _PURGE_LEAVERS = "DELETE FROM guardians WHERE left_at IS NOT NULL AND left_at < 
 
 
 def _announcement(r: TupleRow) -> AnnouncementRecord:
-    return AnnouncementRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+    return AnnouncementRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
 
 
 def _class_of(school: School, channel: str, address: str) -> str:

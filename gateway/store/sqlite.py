@@ -442,8 +442,8 @@ class SqliteStore(Store):
                     return int(row[0]), False
             cur = conn.execute(
                 """INSERT INTO announcements (school_id, author, kind, title, text, audience, audience_label, send_at,
-                                             idempotency_key, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                                             idempotency_key, request_digest, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     request.school_id,
                     request.author,
@@ -454,6 +454,7 @@ class SqliteStore(Store):
                     request.audience.describe(),
                     None if request.send_at is None else ts(request.send_at),
                     key,
+                    request.digest() if key else None,
                     stamp,
                 ),
             )
@@ -493,6 +494,16 @@ class SqliteStore(Store):
     async def announcement(self, announcement_id: int) -> AnnouncementRecord | None:
         def read(conn: sqlite3.Connection) -> AnnouncementRecord | None:
             row = conn.execute(f"SELECT {_ANN_COLUMNS} FROM announcements WHERE id = ?", (announcement_id,)).fetchone()
+            return None if row is None else _announcement(row)
+
+        return await self._read(read)
+
+    async def announcement_by_key(self, school_id: str, idempotency_key: str) -> AnnouncementRecord | None:
+        def read(conn: sqlite3.Connection) -> AnnouncementRecord | None:
+            row = conn.execute(
+                f"SELECT {_ANN_COLUMNS} FROM announcements WHERE school_id = ? AND idempotency_key = ?",
+                (school_id, idempotency_key),
+            ).fetchone()
             return None if row is None else _announcement(row)
 
         return await self._read(read)
@@ -905,6 +916,44 @@ class SqliteStore(Store):
 
         await self._tx(tx)
 
+    async def admit_login(
+        self, keys: Sequence[str], hold: Callable[[str, int], timedelta], now: datetime, forget: datetime
+    ) -> datetime | None:
+        def tx(conn: sqlite3.Connection) -> datetime | None:
+            conn.execute("DELETE FROM login_attempts WHERE last_at < ?", (ts(forget),))
+            marks = ",".join("?" * len(keys))
+            found = {
+                r[0]: (r[1], parse_ts(r[2]))
+                for r in conn.execute(
+                    f"SELECT key, failures, held_until FROM login_attempts WHERE key IN ({marks})", tuple(keys)
+                )
+            }
+            held = [until for _, until in found.values() if until > now]
+            if held:
+                return max(held)
+            conn.executemany(
+                """INSERT INTO login_attempts (key, failures, held_until, last_at) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (key) DO UPDATE SET
+                       failures = excluded.failures, held_until = excluded.held_until, last_at = excluded.last_at""",
+                [
+                    (key, count, ts(now + hold(key, count)), ts(now))
+                    for key in keys
+                    for count in [found.get(key, (0, now))[0] + 1]
+                ],
+            )
+            return None
+
+        return await self._tx(tx)
+
+    async def login_succeeded(self, forget: Sequence[str], undo: Sequence[str], now: datetime) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM login_attempts WHERE key = ?", [(k,) for k in forget])
+            conn.executemany(
+                "UPDATE login_attempts SET failures = max(failures - 1, 0) WHERE key = ?", [(k,) for k in undo]
+            )
+
+        await self._tx(tx)
+
     async def session(self, id_hash: str, now: datetime) -> SessionRow | None:
         def read(conn: sqlite3.Connection) -> SessionRow | None:
             row = conn.execute(
@@ -1278,11 +1327,15 @@ def _chat_row(r: sqlite3.Row) -> ChatRow:
     )
 
 
-_ANN_COLUMNS = "id, school_id, author, kind, title, text, audience_label, created_at, send_at, cancelled_at"
+_ANN_COLUMNS = (
+    "id, school_id, author, kind, title, text, audience_label, created_at, send_at, cancelled_at, request_digest"
+)
 
 
 def _announcement(r: sqlite3.Row) -> AnnouncementRecord:
-    return AnnouncementRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], parse_ts(r[7]), _opt_ts(r[8]), _opt_ts(r[9]))
+    return AnnouncementRecord(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], parse_ts(r[7]), _opt_ts(r[8]), _opt_ts(r[9]), r[10]
+    )
 
 
 def _delivery_row(r: sqlite3.Row) -> DeliveryRow:

@@ -12,7 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import jsontext
 from gateway.app import Gateway
+from gateway.domain import parse_number
 from gateway.errors import InvalidInput, NotFound, PolicyViolation, Problem
 from gateway.roster import parse_roster
 from gateway.web import views
@@ -25,10 +27,10 @@ MAX_KEY = 200
 
 
 def path_id(request: web.Request, name: str = "id") -> int:
-    raw = request.match_info.get(name, "")
-    if not raw.isdigit() or len(raw) > 15:
+    number = parse_number(request.match_info.get(name, ""))
+    if number is None:
         raise NotFound("нет такого номера")
-    return int(raw)
+    return number
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
@@ -49,9 +51,11 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(reason="ожидается тело application/json")
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(reason="тело запроса — не JSON (или не в UTF-8)") from None
+        return jsontext.loads(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            reason=f"тело запроса — не JSON, не в UTF-8 или вложено глубже {jsontext.MAX_DEPTH} уровней"
+        ) from None
 
 
 def idempotency_key(who: Principal, raw: str) -> str:
@@ -91,11 +95,11 @@ async def me(request: web.Request) -> web.Response:
 
 
 async def list_announcements(request: web.Request) -> web.Response:
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+    limit = parse_number(request.query.get("limit", "50"))
+    if limit is None or not 1 <= limit <= 200:
         raise InvalidInput([Problem("запрос", "ожидается число от 1 до 200", None, "limit")])
     gateway = request.app[GATEWAY]
-    return _json({"announcements": await views.announcements(gateway, principal(request), int(raw))})
+    return _json({"announcements": await views.announcements(gateway, principal(request), limit)})
 
 
 async def preview_announcement(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ number, which the answer gives. Bodies are limited: JSON to 64 KiB, uploads (the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -29,8 +30,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from gateway.domain import Role
-from gateway.errors import InvalidInput, NotFound, PolicyViolation, ZvonokError
-from gateway.web import auth
+from gateway.errors import Conflict, InvalidInput, NotFound, PolicyViolation, Unprocessable, ZvonokError
+from gateway.web import auth, proxy
 from gateway.webhooks import GATEWAY
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HERE = Path(__file__).parent
 UPLOAD_LIMIT = 8 * 1024 * 1024
 JSON_LIMIT = 64 * 1024
+REQUEST_TIMEOUT = 120.0  # the longest a request may take, its body's upload included
+IDLE_TIMEOUT = 30.0  # how long a connection may send no complete request
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,6 @@ class WebSettings:
 
 
 SETTINGS: web.AppKey[WebSettings] = web.AppKey("web_settings", WebSettings)
-THROTTLE: web.AppKey[auth.LoginThrottle] = web.AppKey("login_throttle", auth.LoginThrottle)
 ACCESS: web.AppKey[dict[tuple[str, str], Access]] = web.AppKey("access", dict)
 PRINCIPAL: web.RequestKey[auth.Principal | None] = web.RequestKey("zvonok_principal")
 
@@ -133,14 +135,18 @@ def routes() -> list[tuple[str, str, Handler, frozenset[Role] | None]]:
     ]
 
 
-def make_app(gateway: Gateway, *, public_url: str | None = None) -> web.Application:
+def make_app(
+    gateway: Gateway, *, public_url: str | None = None, request_timeout: float = REQUEST_TIMEOUT
+) -> web.Application:
     """The whole HTTP surface of `zvonok serve`: API, pages, parents' pages, webhook, static files."""
     settings = gateway.config.settings
     url = (settings.public_url if public_url is None else public_url).rstrip("/")
-    app = web.Application(client_max_size=UPLOAD_LIMIT, middlewares=[errors, guard])
+    middlewares = [errors, deadline(request_timeout)]
+    if settings.trusted_proxies:
+        middlewares.append(proxy.forwarded(settings.trusted_proxies))
+    app = web.Application(client_max_size=UPLOAD_LIMIT, middlewares=[*middlewares, guard])
     app[GATEWAY] = gateway
     app[SETTINGS] = WebSettings(url, settings.secret, secure_cookies=not url.startswith("http://"))
-    app[THROTTLE] = auth.LoginThrottle()
     access: dict[tuple[str, str], Access] = {}
     for method, path, handler, roles in routes():
         route = app.router.add_route(method, path, handler)
@@ -156,6 +162,26 @@ def make_app(gateway: Gateway, *, public_url: str | None = None) -> web.Applicat
         filters={"local": _local},
     )
     return app
+
+
+def runner(app: web.Application, *, idle_timeout: float = IDLE_TIMEOUT) -> web.AppRunner:
+    """How every server of the app runs it: no access log (paths and query strings may carry secrets), and a
+    connection that sends no complete request for `idle_timeout` seconds is closed (slow or stalled clients)."""
+    return web.AppRunner(app, access_log=None, keepalive_timeout=idle_timeout)
+
+
+def deadline(seconds: float) -> Any:
+    """A request not answered within `seconds` (a body that never finishes arriving, say) ends with 408."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(seconds):
+                return await handler(request)
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(reason="запрос не завершён вовремя: повторите его") from None
+
+    return middleware
 
 
 @jinja2.pass_context
@@ -260,6 +286,8 @@ _STATUS_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
+    409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
     422: "refused",
@@ -270,6 +298,7 @@ _STATUS_CODES = {
 _REASONS = {
     404: "не найдено",
     405: "такой метод здесь не поддерживается",
+    408: "запрос не завершён вовремя",
     413: "слишком большой запрос",
 }
 
@@ -285,19 +314,28 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(request, exc.status, message, headers=exc.headers)
     except InvalidInput as exc:
         problems = [{"field": p.field, "message": p.message if p.field else str(p)} for p in exc.problems]
-        return _error(request, 400, "ошибки во входных данных", problems)
+        return _error(request, input_status(exc), "ошибки во входных данных", problems)
     except PolicyViolation as exc:
         return _error(request, 422, f"отказано: {exc}")
     except NotFound as exc:
         return _error(request, 404, str(exc))
+    except Conflict as exc:
+        return _error(request, 409, str(exc))
     except ZvonokError as exc:
         return _error(request, 400, str(exc))
     except Exception:
         incident = secrets.token_hex(4)
-        log.exception("internal error %s on %s %s", incident, request.method, request.path)
+        # the route's pattern, never the path itself: the parents' links carry a signed token in theirs
+        route = request.match_info.route.resource
+        log.exception("internal error %s on %s %s", incident, request.method, route.canonical if route else "?")
         return _error(request, 500, f"внутренняя ошибка (номер {incident}); сообщите администратору")
     _secure_headers(request, response)
     return response
+
+
+def input_status(exc: InvalidInput) -> int:
+    """400 for input that does not fit the form, 422 for input that fits but cannot be acted on."""
+    return 422 if isinstance(exc, Unprocessable) else 400
 
 
 def _is_russian(text: str) -> bool:

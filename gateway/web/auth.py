@@ -4,7 +4,10 @@ Staff are the people of the school file, with their roles there; the store keeps
 
 - Passwords: argon2id (argon2-cffi's defaults: 64 MiB, 3 passes, 4 lanes), set by `zvonok staff password ID`.
   Verifying runs off the event loop. An unknown login is verified against a dummy hash, so the answer takes as
-  long as for a known one. Failed logins are throttled per address and login (5 in 15 minutes).
+  long as for a known one. Logins are throttled in the store (shared by every process, kept over restarts): per
+  account, per account and address, per address, with waits that double rather than a lock; a browser the
+  account signed in on before (its `zvonok_device` cookie) is paced on its own, so an attacker cannot keep the
+  account's owner out (`login`).
 - Browser sessions: a login makes a random 256-bit id, sent as the `zvonok_session` cookie (HttpOnly,
   SameSite=Lax, Secure whenever the public URL is https); the store keeps its SHA-256 only. A session lasts
   12 hours from login; logging out deletes it; a new password ends every session of that person.
@@ -26,8 +29,6 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 SESSION_COOKIE = "zvonok_session"
 LOGIN_COOKIE = "zvonok_login"
+DEVICE_COOKIE = "zvonok_device"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf"
 SESSION_LIFETIME = timedelta(hours=12)
@@ -153,18 +155,124 @@ async def revoke_token(gateway: Gateway, school: School, token_id: int, actor: s
     return after, revoked
 
 
-async def login(gateway: Gateway, school_id: str, staff_id: str, password: str) -> tuple[Principal, str] | None:
-    """Check a password and open a session: (who, the cookie's value), or None when the login is refused."""
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How one throttling key's attempts are paced: `free` at once, then a wait after each, doubling from `first`
+    up to `cap`. A wait, never a lock: the right password works again once it has passed."""
+
+    free: int
+    first: timedelta = timedelta(seconds=1)
+    cap: timedelta = timedelta(minutes=15)
+
+    def hold(self, count: int) -> timedelta:
+        """The wait after the `count`-th attempt not known to have succeeded."""
+        if count < self.free:
+            return timedelta(0)
+        return min(self.first * (1 << min(count - self.free, 20)), self.cap)
+
+
+# Per account from one address; per account from everywhere (ASVS 2.2.1: at most ~25 a day past the first
+# ten); per account from a browser it was signed in on before (in place of the whole account's key, so an attacker
+# cannot keep its owner out); per client address, whatever the login (spraying many accounts).
+PAIR, ACCOUNT, DEVICE, ADDRESS = Pace(5), Pace(10), Pace(5), Pace(30)
+FORGET = timedelta(days=1)  # a key with no attempt for this long starts again from zero
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """A login attempt's throttling keys: the account from this address, the address, and the account (or, from a
+    browser it was signed in on before, that browser's own key in its place)."""
+
+    pair: str
+    address: str
+    account: str
+    device: bool = False
+
+    def paces(self) -> dict[str, Pace]:
+        return {self.pair: PAIR, self.address: ADDRESS, self.account: DEVICE if self.device else ACCOUNT}
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """What a login attempt came to: a session (`principal`, `session_id`, a fresh `device` cookie), a refusal
+    (`principal` None), or a wait (`retry_after` seconds: too many recent attempts, no password was checked)."""
+
+    principal: Principal | None = None
+    session_id: str = ""
+    device: str = ""
+    retry_after: float = 0.0
+
+
+def _device_mac(stored_hash: str, school_id: str, staff_id: str, nonce: str) -> str:
+    # keyed by the password hash (salted, secret): a new password ends every device's standing
+    return hmac.new(stored_hash.encode(), f"{school_id}\0{staff_id}\0{nonce}".encode(), "sha256").hexdigest()[:32]
+
+
+def _device_nonce(cookie: str, stored: str | None, school_id: str, staff_id: str) -> str:
+    """The device cookie's nonce when it is one this account signed in with, under its current password."""
+    nonce, _, mac = cookie.partition(".")
+    if not stored or not nonce or len(cookie) > 100:
+        return ""
+    return nonce if same(mac, _device_mac(stored, school_id, staff_id, nonce)) else ""
+
+
+async def throttle_keys(gateway: Gateway, school_id: str, staff_id: str, address: str, nonce: str = "") -> Keys:
+    """The keys a login attempt counts against (keyed hashes: no login or address is stored)."""
+    secret = await gateway.store.installation()
+    name = staff_id.casefold()
+
+    def key(*parts: str) -> str:
+        return hmac.new(secret.encode(), "\0".join(parts).encode(), "sha256").hexdigest()
+
+    if nonce:
+        return Keys(
+            key("pair", school_id, name, address), key("address", address), key("device", school_id, name, nonce), True
+        )
+    return Keys(key("pair", school_id, name, address), key("address", address), key("account", school_id, name))
+
+
+async def admit(gateway: Gateway, keys: Keys) -> float:
+    """Count one attempt against the keys (`Store.admit_login`, atomic across processes): 0 when a password may
+    be checked now, else how many seconds to wait (and nothing was counted)."""
+    paces = keys.paces()
+    now = gateway.clock.now()
+    held = await gateway.store.admit_login(list(paces), lambda k, n: paces[k].hold(n), now, now - FORGET)
+    return 0.0 if held is None else max((held - now).total_seconds(), 1.0)
+
+
+async def login(
+    gateway: Gateway, school_id: str, staff_id: str, password: str, *, address: str, device: str = ""
+) -> Login:
+    """Check a password, under the throttle, and open a session.
+
+    Before any password is checked, one attempt is counted against each key of this login (`admit`): while any
+    key waits, the answer is a wait and nothing is checked, so a hundred parallel guesses cost a handful of
+    checks. A right password takes back the attempt it counted. Unknown and known logins take the same path and
+    the same time (an unknown one is checked against a dummy hash)."""
     school = gateway.config.schools.get(school_id)
     member = school.staff.get(staff_id) if school is not None else None
     stored = await gateway.store.password_hash(school_id, staff_id) if member is not None else None
-    if not await verify_password(stored, password) or school is None or member is None:
-        return None
+    nonce = _device_nonce(device, stored, school_id, staff_id)
+    keys = await throttle_keys(gateway, school_id, staff_id, address, nonce)
+    wait = await admit(gateway, keys)
+    if wait:
+        return Login(retry_after=wait)
+    if not await verify_password(stored, password) or school is None or member is None or stored is None:
+        return Login()
+    now = gateway.clock.now()
+    if nonce:  # a known browser: its own key starts afresh, as the pair's does
+        await gateway.store.login_succeeded([keys.pair, keys.account], [keys.address], now)
+    else:  # the account's and the address's keys are shared with whoever else tries: only this attempt goes
+        await gateway.store.login_succeeded([keys.pair], [keys.address, keys.account], now)
     session_id = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
-    now = gateway.clock.now()
     await gateway.store.create_session(digest(session_id), school.id, member.id, csrf, now, now + SESSION_LIFETIME)
-    return Principal(school, member, "session", csrf, digest(session_id)), session_id
+    fresh = nonce or secrets.token_urlsafe(12)
+    return Login(
+        Principal(school, member, "session", csrf, digest(session_id)),
+        session_id,
+        f"{fresh}.{_device_mac(stored, school.id, member.id, fresh)}",
+    )
 
 
 async def from_session(gateway: Gateway, session_id: str) -> Principal | None:
@@ -192,30 +300,3 @@ async def from_token(gateway: Gateway, token: str) -> Principal | None:
     if school is None or member is None:
         return None
     return Principal(school, member, "token")
-
-
-class LoginThrottle:
-    """At most `limit` failed logins per (address, login) in `window` seconds; in memory, per process."""
-
-    def __init__(self, limit: int = 5, window: float = 900.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[tuple[str, str], deque[float]] = {}
-
-    def _recent(self, key: tuple[str, str]) -> deque[float]:
-        now = time.monotonic()
-        failures = self._failures.setdefault(key, deque())
-        while failures and now - failures[0] > self.window:
-            failures.popleft()
-        return failures
-
-    def blocked(self, address: str, login: str) -> bool:
-        return len(self._recent((address, login.casefold()))) >= self.limit
-
-    def failed(self, address: str, login: str) -> None:
-        if len(self._failures) > 10_000:  # a flood of made-up logins must not grow this without end
-            self._failures.clear()
-        self._recent((address, login.casefold())).append(time.monotonic())
-
-    def succeeded(self, address: str, login: str) -> None:
-        self._failures.pop((address, login.casefold()), None)

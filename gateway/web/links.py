@@ -17,6 +17,8 @@ import hashlib
 import hmac
 from datetime import datetime, timedelta
 
+from gateway.domain import parse_number
+
 ACK = "ack"
 UNSUBSCRIBE = "unsubscribe"
 LIFETIME = {ACK: timedelta(days=60), UNSUBSCRIBE: timedelta(days=365)}
@@ -42,9 +44,10 @@ def sign(secret: str, purpose: str, delivery_id: int, expires: datetime) -> str:
 def verify(secret: str, purpose: str, token: str, now: datetime) -> int:
     """The delivery id a valid token names; LinkError for a bad, forged or expired one."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or len(parts[0]) > 18:
+    numbers = [parse_number(p) for p in parts[:2]]
+    if len(parts) != 3 or numbers[0] is None or numbers[1] is None:
         raise LinkError("ссылка повреждена: скопируйте её из письма целиком")
-    delivery_id, stamp = int(parts[0]), int(parts[1])
+    delivery_id, stamp = numbers[0], numbers[1]
     if not secret or not hmac.compare_digest(parts[2], _signature(secret, purpose, delivery_id, stamp)):
         raise LinkError("ссылка недействительна: скопируйте её из письма целиком")
     if now.timestamp() > stamp:

@@ -288,6 +288,7 @@ ERRORS = {
     "401": "нужен вход: сессия или токен API",
     "403": "нет прав (роль) или не пройдена проверка CSRF",
     "404": "не найдено",
+    "409": "ключ повтора (Idempotency-Key) уже использован для другого объявления",
     "413": "слишком большое тело запроса",
     "415": "не тот Content-Type",
     "422": "отказано правилами школы",
@@ -352,9 +353,9 @@ def document(title: str = "Zvonok") -> Schema:
             ),
             "post": _op(
                 "создать объявление: оно и все его доставки сохраняются одной транзакцией; повтор с тем же "
-                "Idempotency-Key возвращает то же объявление (200 вместо 201)",
+                "Idempotency-Key и тем же телом возвращает то же объявление (200 вместо 201), с другим телом — 409",
                 {
-                    **_responses("201", ref("Created"), errors=f"400 {API} 413 415 422"),
+                    **_responses("201", ref("Created"), errors=f"400 {API} 409 413 415 422"),
                     "200": {
                         "description": "уже создано с этим ключом",
                         "content": {"application/json": {"schema": ref("Created")}},
@@ -473,7 +474,7 @@ def document(title: str = "Zvonok") -> Schema:
                 "вход по паролю",
                 {
                     "303": {"description": "вход выполнен"},
-                    **_responses("200", STR, media=HTML, errors="400 403 429"),
+                    **_responses("200", STR, media=HTML, errors="400 403 413 429"),
                 },
                 security=[],
                 requestBody=_form_body(
@@ -489,7 +490,7 @@ def document(title: str = "Zvonok") -> Schema:
             "get": _op("новое объявление", page),
             "post": _op(
                 "предпросмотр или отправка объявления",
-                {"303": {"description": "создано"}, **_responses("200", STR, media=HTML, errors="400 401 403 422")},
+                {"303": {"description": "создано"}, **_responses("200", STR, media=HTML, errors="400 401 403 409 422")},
                 requestBody=_form_body(
                     {
                         "csrf": STR,

@@ -16,11 +16,11 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from gateway.domain import Group, Kind, Role
-from gateway.errors import InvalidInput, PolicyViolation, Problem, ZvonokError
+from gateway.domain import Group, Kind, Role, parse_number
+from gateway.errors import Conflict, InvalidInput, PolicyViolation, Problem, ZvonokError
 from gateway.roster import parse_roster
 from gateway.web import api, auth, views
-from gateway.web.app import PRINCIPAL, SETTINGS, THROTTLE, UPLOAD_LIMIT, principal, read_form, render
+from gateway.web.app import PRINCIPAL, SETTINGS, UPLOAD_LIMIT, input_status, principal, read_form, render
 from gateway.web.auth import Principal
 from gateway.webhooks import GATEWAY
 
@@ -62,25 +62,39 @@ async def home(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- login
 
 
+LOGIN_LIMIT = 4096  # a login form is a few hundred bytes
+
+
+def secure_cookies(request: web.Request) -> bool:
+    """Secure cookies unless the app is reached over plain http (a local demo or test): an https public URL, or
+    a request that came over https (directly or through a trusted proxy)."""
+    return request.app[SETTINGS].secure_cookies or request.secure
+
+
 async def login_form(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
     who = request.get(PRINCIPAL)
     nxt = _safe_next(request.query.get("next", "/"))
     if who is not None and not error:
         raise web.HTTPSeeOther(nxt)
     gateway = request.app[GATEWAY]
+    schools = gateway.config.schools
     token = secrets.token_urlsafe(24)
-    response = render(
-        request,
-        "login.html",
-        {"schools": list(gateway.config.schools.values()), "next": nxt, "error": error, "login_csrf": token},
-        status=status,
-    )
+    context = {
+        # the installation's schools are named to anonymous visitors only where its settings say so
+        "schools": list(schools.values()) if gateway.config.settings.login_lists_schools else [],
+        "several": len(schools) > 1,
+        "school": request.query.get("school", "")[:100],
+        "next": nxt,
+        "error": error,
+        "login_csrf": token,
+    }
+    response = render(request, "login.html", context, status=status)
     response.set_cookie(
         auth.LOGIN_COOKIE,
         token,
         httponly=True,
         samesite="Strict",
-        secure=request.app[SETTINGS].secure_cookies,
+        secure=secure_cookies(request),
         max_age=3600,
         path="/login",
     )
@@ -88,36 +102,61 @@ async def login_form(request: web.Request, *, error: str = "", status: int = 200
 
 
 async def login(request: web.Request) -> web.Response:
+    if request.content_length is None or request.content_length > LOGIN_LIMIT:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=LOGIN_LIMIT, actual_size=request.content_length or 0, reason="форма входа слишком велика"
+        )
     form = await read_form(request)
     gateway = request.app[GATEWAY]
     if not auth.same(str(form.get("login_csrf", "")), request.cookies.get(auth.LOGIN_COOKIE, "")):
         return await login_form(request, error="Страница входа устарела: введите пароль ещё раз.", status=400)
     schools = list(gateway.config.schools)
-    school_id = str(form.get("school", "")) or (schools[0] if len(schools) == 1 else "")
+    school_id = str(form.get("school", "")).strip() or (schools[0] if len(schools) == 1 else "")
     login_name = str(form.get("login", "")).strip()[:100]
     password = str(form.get("password", ""))
-    throttle = request.app[THROTTLE]
-    address = request.remote or ""
-    if throttle.blocked(address, login_name):
-        return await login_form(request, error="Слишком много неудачных попыток. Подождите 15 минут.", status=429)
-    found = await auth.login(gateway, school_id, login_name, password) if login_name and password else None
-    if found is None:
-        throttle.failed(address, login_name)
+    if not login_name or not password:
+        return await login_form(request, error="Введите логин и пароль.", status=400)
+    attempt = await auth.login(
+        gateway,
+        school_id[:100],
+        login_name,
+        password,
+        address=request.remote or "",
+        device=request.cookies.get(auth.DEVICE_COOKIE, ""),
+    )
+    if attempt.retry_after:
+        wait = _wait_text(attempt.retry_after)
+        response = await login_form(
+            request, error=f"Слишком много неудачных попыток входа. Повторите через {wait}.", status=429
+        )
+        response.headers["Retry-After"] = str(int(attempt.retry_after + 0.999))
+        return response
+    if attempt.principal is None:
         return await login_form(request, error="Неверный логин или пароль.", status=400)
-    throttle.succeeded(address, login_name)
-    _, session_id = found
     response = web.HTTPSeeOther(_safe_next(str(form.get("next", "/"))))
+    secure = secure_cookies(request)
     response.set_cookie(
         auth.SESSION_COOKIE,
-        session_id,
+        attempt.session_id,
         httponly=True,
         samesite="Lax",
-        secure=request.app[SETTINGS].secure_cookies,
+        secure=secure,
         max_age=int(auth.SESSION_LIFETIME.total_seconds()),
         path="/",
     )
+    response.set_cookie(
+        auth.DEVICE_COOKIE, attempt.device, httponly=True, samesite="Strict", secure=secure, max_age=YEAR, path="/login"
+    )
     response.del_cookie(auth.LOGIN_COOKIE, path="/login")
     raise response
+
+
+YEAR = 365 * 24 * 3600
+
+
+def _wait_text(seconds: float) -> str:
+    whole = int(seconds + 0.999)
+    return f"{whole} с" if whole < 60 else f"{(whole + 59) // 60} мин"
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -202,9 +241,10 @@ def _body(who: Principal, state: dict[str, Any]) -> dict[str, Any]:
     if scope == "parallels":
         parallels = []
         for raw in state["parallels"]:
-            if not raw.isdigit():
+            number = parse_number(raw)
+            if number is None:
                 raise InvalidInput([Problem("форма", f"«{raw[:10]}» — не номер параллели", None, "parallels")])
-            parallels.append(int(raw))
+            parallels.append(number)
         if not parallels:
             raise InvalidInput([Problem("форма", "выберите хотя бы одну параллель", None, "parallels")])
         body["parallels"] = parallels
@@ -239,9 +279,12 @@ async def compose(request: web.Request) -> web.Response:
         preview["audience"] = req.audience.describe()
     except InvalidInput as exc:
         errors = [f"{p.field}: {p.message}" if p.field else p.message for p in exc.problems]
-        return render(request, "compose.html", _compose_context(request, state, errors=errors), status=400)
+        return render(request, "compose.html", _compose_context(request, state, errors=errors), input_status(exc))
     except PolicyViolation as exc:
         return render(request, "compose.html", _compose_context(request, state, errors=[str(exc)]), status=422)
+    except Conflict as exc:  # the form was sent before with other content: a fresh key lets this one go
+        state["key"] = secrets.token_urlsafe(12)
+        return render(request, "compose.html", _compose_context(request, state, errors=[str(exc)]), status=409)
     return render(request, "compose.html", _compose_context(request, state, preview=preview))
 
 
@@ -326,7 +369,8 @@ async def roster_preview(request: web.Request) -> web.Response:
         roster = parse_roster(data, who.school, source="файл")
     except InvalidInput as exc:
         errors = [str(p) for p in exc.problems]
-        return render(request, "roster.html", {"diff": None, "data": "", "errors": errors, "result": None}, 400)
+        context = {"diff": None, "data": "", "errors": errors, "result": None}
+        return render(request, "roster.html", context, input_status(exc))
     except ZvonokError as exc:
         return render(request, "roster.html", {"diff": None, "data": "", "errors": [str(exc)], "result": None}, 400)
     diff = views.roster_diff(await gateway.store.guardians(who.school.id), roster, who.school.id)
@@ -347,7 +391,8 @@ async def roster_apply(request: web.Request) -> web.Response:
         result = await api.import_roster(request, data)
     except InvalidInput as exc:
         errors = [str(p) for p in exc.problems]
-        return render(request, "roster.html", {"diff": None, "data": "", "errors": errors, "result": None}, 400)
+        context = {"diff": None, "data": "", "errors": errors, "result": None}
+        return render(request, "roster.html", context, input_status(exc))
     return render(request, "roster.html", {"diff": None, "data": "", "errors": [], "result": result})
 
 
