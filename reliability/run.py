@@ -1,14 +1,16 @@
 """`./run reliability`: the long reliability runs, then RELIABILITY.md from their results.
 
-Three parts, one after another (never together: the machine has two cores and is shared), each writing
+Four parts, one after another (never together: the machine has two cores and is shared), each writing
 reliability/results/<name>.json:
 - chaos: `python -m reliability.chaos` — SIGKILL the gateway at random moments during a large fan-out, on
   SQLite and on PostgreSQL (25 kills each by default), then count what every chat and mailbox received;
 - load: `python -m reliability.load` — staff post 50 announcements a minute and read reports through the HTTP
   API while a region-wide fan-out runs: latency percentiles, failures, and whether everything is delivered;
+- hostile: `python -m reliability.hostile` — login storms and a corpus of hostile requests against the staff site,
+  on SQLite and on PostgreSQL: password checks per storm, statuses, server errors;
 - tests: the fast reliability suites (SUITES below) with pytest, one file at a time (`--junitxml`).
 
-`--only chaos load tests` runs some of them; `--quick` makes chaos and load short (for development: 5 kills on
+`--only chaos load hostile tests` runs some of them; `--quick` makes chaos and load short (for development: 5 kills on
 4 schools, 30 s of load on 5 schools; RELIABILITY.md then says so); `--render` only rewrites RELIABILITY.md from
 the results already there. Exit 1 when any part failed (RELIABILITY.md is written all the same).
 """
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "reliability" / "results"
 REPORT = ROOT / "RELIABILITY.md"
 
+PARTS = ["chaos", "load", "hostile", "tests"]
 QUICK = {
     "chaos": ["--kills", "5", "--schools", "4"],
     "load": ["--schools", "5", "--minutes", "0.5"],
@@ -55,6 +58,9 @@ SUITES: dict[str, str | None] = {
     "batching, rate limiting",
     "tests/test_properties.py": "bad input, generated (hypothesis): school files, roster exports and announcements "
     "are accepted or rejected with clear Russian problems, never a crash or a partial write",
+    "tests/test_hostile_input.py": None,
+    "tests/test_login_throttle.py": None,
+    "tests/test_web_proxy.py": None,
     "tests/test_web_schemathesis.py": "every API operation with generated bodies, parameters and headers "
     "(schemathesis): no server error, every JSON answer matches its schema",
 }
@@ -130,9 +136,10 @@ def _first_sentence(file: Path) -> str:
 def render() -> None:
     chaos = [r for r in (_load("chaos_sqlite"), _load("chaos_postgresql")) if r]
     load = [r for r in (_load("load_sqlite"), _load("load_postgresql")) if r]
+    hostile = [r for r in (_load("hostile_sqlite"), _load("hostile_postgresql")) if r]
     suites = _load("suites")
     timings = _load("run") or {}
-    stamps = [r["when"] for r in [*chaos, *load, *([suites] if suites else [])]]
+    stamps = [r["when"] for r in [*chaos, *load, *hostile, *([suites] if suites else [])]]
     machine = next((r["machine"] for r in [*chaos, *load]), None)
     lines = [
         "# Reliability",
@@ -175,6 +182,15 @@ def render() -> None:
             f"`zvonok serve` | {calls:,} requests, {r['deliveries']:,} deliveries | failed requests "
             f"{len(r['failures'])}, POST p99 {post.get('p99_ms')} ms, all delivered {r['all_delivered']}, {ending} |"
         )
+    for r in hostile:
+        login, found = r["login"], r["input"]
+        lines.append(
+            f"| hostile input and login storms, {'SQLite' if r['backend'] == 'sqlite' else 'PostgreSQL'} | "
+            f"{found['requests']} hostile requests, {login['parallel_wrong']} parallel wrong passwords, "
+            f"{login['made_up_attempts']:,} made-up logins | server errors {found['server_errors']}, password checks "
+            f"{login['password_checks']} of {login['parallel_wrong']}, the account's wait kept "
+            f"{login['account_wait_kept']} |"
+        )
     if suites:
         present = [f for f in suites["files"] if f["present"]]
         lines.append(
@@ -183,7 +199,8 @@ def render() -> None:
             f"{sum(f['passed'] for f in present)}, failed {sum(f['failed'] for f in present)}, skipped "
             f"{sum(f['skipped'] for f in present)} |"
         )
-    lines += ["", *_chaos_section(chaos), *_load_section(load), *_suites_section(suites), *_notes(chaos, load)]
+    lines += ["", *_chaos_section(chaos), *_load_section(load), *_hostile_section(hostile), *_suites_section(suites)]
+    lines += _notes(chaos, load)
     lines += _reproduce()
     REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {REPORT.relative_to(ROOT)}")
@@ -382,11 +399,49 @@ def _s(ms: float | None) -> str:
     return "—" if ms is None else f"{ms / 1000:.1f} s"
 
 
+def _hostile_section(results: list[dict[str, Any]]) -> list[str]:
+    if not results:
+        return []
+    lines = [
+        "## 3. Hostile input and login",
+        "",
+        "`python -m reliability.hostile`: the staff site as in the tests, 127.0.0.1 its trusted proxy (each client "
+        "claims an address with X-Forwarded-For), on a manual clock. A login storm: 100 wrong passwords for the "
+        "director sent at once from one address, then the right one from another; 5 wrong ones for a class "
+        "teacher, then 10,000 attempts for made-up logins from 10,000 addresses through the same throttle, then "
+        "the class teacher's right password again (still told to wait: nothing reset it); 15 wrong passwords for a "
+        "known and 15 for unknown logins, timed. Then every hostile request of the corpus below, each answer's "
+        "status counted.",
+        "",
+        "| | " + " | ".join("SQLite" if r["backend"] == "sqlite" else "PostgreSQL" for r in results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
+
+    def row(label: str, value: Any) -> None:
+        lines.append(f"| {label} | " + " | ".join(str(value(r)) for r in results) + " |")
+
+    row("100 parallel wrong passwords: checked / told to wait", lambda r: f"{r['login']['password_checks']} / "
+        f"{r['login']['told_to_wait']} ({r['login']['storm_seconds']} s)")  # fmt: skip
+    row("the right password from another address meanwhile", lambda r: r["login"]["owner_from_elsewhere"])
+    row("10,000 made-up logins: ms each; the account's wait kept", lambda r: f"{r['login']['made_up_ms_each']}; "
+        f"{r['login']['account_wait_kept']}")  # fmt: skip
+    row("wrong password, median ms: known login / unknown login", lambda r: f"{r['login']['known_wrong_ms']} / "
+        f"{r['login']['unknown_ms']}")  # fmt: skip
+    row("hostile requests / server errors", lambda r: f"{r['input']['requests']} / {r['input']['server_errors']}")
+    row("announcements they created", lambda r: r["input"]["announcements_added"])
+    lines += ["", "Each kind of hostile request and the statuses it got:", ""]
+    lines += ["| request | " + " | ".join(r["backend"] for r in results) + " |", "|---|" + "---|" * len(results)]
+    for what in results[0]["input"]["by_case"]:
+        cells = [", ".join(f"{n}× {s}" for s, n in r["input"]["by_case"].get(what, {}).items()) for r in results]
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _suites_section(suites: dict[str, Any] | None) -> list[str]:
     if not suites:
         return []
     lines = [
-        "## 3. The fast reliability suites",
+        "## 4. The fast reliability suites",
         "",
         "These run in `./run tests` as well; here each file runs alone with pytest (`--junitxml`), PostgreSQL "
         "required (`ZVONOK_REQUIRE_POSTGRES=1`: a PostgreSQL test fails rather than skips).",
@@ -456,7 +511,7 @@ def _reproduce() -> list[str]:
         "## Reproduce",
         "",
         "```sh",
-        "./run reliability                  # all three parts (chaos on SQLite and PostgreSQL, load, suites)",
+        "./run reliability                  # all four parts (chaos and load on both backends, hostile, suites)",
         "./run reliability --only chaos     # one part; --quick for a short development run; --render to rewrite",
         "python -m reliability.chaos --backend postgresql --kills 40 --seed 7   # a part alone, other settings",
         "python -m reliability.load --schools 300 --minutes 5                  # the full 300-school region",
@@ -486,14 +541,14 @@ def _save(name: str, data: dict[str, Any]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--only", nargs="*", choices=["chaos", "load", "tests"], help="run only these parts")
+    parser.add_argument("--only", nargs="*", choices=PARTS, help="run only these parts")
     parser.add_argument("--quick", action="store_true", help="short chaos and load runs, for development")
     parser.add_argument("--kills", type=int, help="SIGKILLs per backend in the chaos part (default 25)")
     parser.add_argument("--render", action="store_true", help="only rewrite RELIABILITY.md from the results")
     args = parser.parse_args()
     ok = True
     if not args.render:
-        for name in args.only or ["chaos", "load", "tests"]:
+        for name in args.only or PARTS:
             part_args = list(QUICK.get(name, [])) if args.quick else []
             if name == "chaos" and args.kills is not None:
                 part_args += ["--kills", str(args.kills)]
