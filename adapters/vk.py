@@ -38,14 +38,14 @@ from adapters.base import (
     UnknownOutcome,
 )
 from adapters.ratelimit import RateLimiters
-from adapters.text import split_text
+from adapters.text import split_text, utf16_length
 
 __all__ = ["VkChannel", "random_id"]
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "5.199"
-TEXT_LIMIT = 4096
+TEXT_LIMIT = 4096  # UTF-16 code units, as VK counts (protocols.md §1.9)
 EXECUTE_LIMIT = 25
 FLOOD_PAUSE = 15 * 60.0  # error 9: minutes
 QUOTA_PAUSE = 4 * 3600.0  # error 29: the daily quota, hours
@@ -78,7 +78,13 @@ _TEXTS: dict[int, str] = {
 
 
 def random_id(key: str, part: int) -> int:
-    """The dedup handle of part `part` of delivery `key`: a positive 63-bit integer, never 0."""
+    """The dedup handle of part `part` of delivery `key`: a positive 63-bit integer, never 0.
+
+    VK checks a random_id against the sender's whole message history and asks for a large range: "Заданный
+    random_id используется для проверки уникальности за всю историю сообщений, поэтому используйте большой
+    диапазон (до int64)" (the messages.send method page, vk.com/dev/messages.send). The generated JSON schema
+    types it int32, which the method page contradicts; 63 bits keep the chance that two of a community's ten
+    million messages share one below 1e-5, where 31 bits would make it a certainty."""
     digest = hashlib.sha256(f"zvonok/vk/{key}/{part}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1) or 1
 
@@ -398,7 +404,7 @@ class VkChannel(Channel):
             peer = int(message.target)
         except ValueError:
             raise PermanentError(f"Неверный адрес чата VK: «{message.target}»", code="vk:target") from None
-        chunks = split_text(message.plain_text(), self._text_limit)
+        chunks = split_text(message.plain_text(), self._text_limit, units=utf16_length)
         if not chunks:
             raise PermanentError("Пустое сообщение", code="vk:empty")
         return [

@@ -138,6 +138,22 @@ async def test_a_long_text_goes_in_parts_in_order(emu: VkEmulator, channel: VkCh
     assert len(emu.messages(peer(2))) == 4
 
 
+async def test_emoji_heavy_parts_keep_to_the_limit_in_utf16_units(emu: VkEmulator, channel: VkChannel) -> None:
+    # VK counts a text's length as its web client does, in UTF-16 code units: an emoji is two. This text is under
+    # 4,096 characters but over 4,096 units, and the emulator (like VK) refuses such a part with 914.
+    msg = message(3, text="\n".join(["🏆🎉🥇🏅🎊🏆🎉🥇🏅🎊 ура!"] * 230))
+    assert len(msg.plain_text()) < 4096 < utf16_length(msg.plain_text())
+    sent = await channel.send(msg)
+    stored = emu.messages(peer(3))
+    assert sent.parts == len(stored) == 2
+    assert all(utf16_length(m.text) <= 4096 for m in stored)
+    assert " ".join(m.text for m in stored).split() == msg.plain_text().split()
+
+
+def utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
 async def test_emulator_limit_below_ours_gives_914_as_permanent(make_channel: Factory) -> None:
     async with VkEmulator(message_limit=100) as emulator:
         emulator.add_community(TOKEN, GROUP)

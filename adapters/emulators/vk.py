@@ -43,6 +43,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from adapters.text import utf16_length
+
 CHAT_PEER_OFFSET = 2_000_000_000
 MAX_PEER_IDS = 100
 MAX_EXECUTE_CALLS = 25
@@ -193,7 +195,8 @@ class VkEmulator:
     """A VK API server on 127.0.0.1 for tests and the demo. Use `async with VkEmulator() as emu:`.
 
     `rate_limit` is requests per second per token over a sliding one-second window (error 6 above it);
-    `message_limit` is the longest accepted text (error 914 above it); `hang_seconds` bounds an injected hang.
+    `message_limit` is the longest accepted text in UTF-16 code units, as VK counts (error 914 above it); `hang_seconds`
+    bounds an injected hang.
     """
 
     def __init__(
@@ -466,7 +469,7 @@ class VkEmulator:
 
         record = self._dedup.get((group_id, random_id)) if random_id else None
         to_try = [p for p in peers if record is None or (p in record.addressed and p not in record.stored)]
-        if to_try and len(text) > self.message_limit:
+        if to_try and utf16_length(text) > self.message_limit:
             raise _ApiError(914)
 
         items: list[dict[str, Any]] = []
