@@ -19,6 +19,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 
 class AdapterError(Exception):
@@ -88,6 +89,7 @@ class Message:
     reference: str = ""
     ack_url: str = ""
     unsubscribe_url: str = ""
+    since: datetime | None = None  # no attempt to send it can be older: how far back reconciliation looks
 
     @property
     def urgent(self) -> bool:

@@ -13,7 +13,8 @@ entities included, counted in UTF-16 units like the server) is at most 4000.
 No duplicates. MAX has no idempotency key (§2.11), so each part ends with a short reconciliation marker in its
 footer: `#` and 8 hex digits of SHA-256 over the delivery key, the part number and the number of parts, e.g.
 `Школа № 7 · Объявление 12 · 2/3 · #5f0c9a1e`. It reads like a reference code, survives the HTML rendering, and
-is what `find_sent` looks for in the chat's recent messages (`GET /messages?chat_id=…`, the last 100). After an
+is what `find_sent` looks for in the chat's messages (`GET /messages?chat_id=…`, page by page back to the first
+attempt). After an
 unknown outcome the dispatcher calls `find_sent`: it returns the earlier send when every part is in the chat,
 None when none is, and when only the first parts are there it sends only the rest, in order, and returns the
 whole. `send` itself never resends a part the server accepted: once one part is in, a later failure is
@@ -21,8 +22,9 @@ whole. `send` itself never resends a part the server accepted: once one part is 
 
 Errors (§2.5): 429 → `RateLimited` (and the token's bucket is paused); 503, and connection failures before the
 request left → `TransientError`; a timeout or a cut connection after it left, and 500/502/504 answers to a send
-(the server may have stored it) → `UnknownOutcome`; `chat.not.found` / `chat.denied` → `DeadTarget`; 401
-`verify.token`, 403 `deprecated.token`, `access.denied`, an untrusted TLS certificate → `CredentialError`; any
+(the server may have stored it) → `UnknownOutcome`; `chat.not.found` / `chat.denied`, and 403 `access.denied` to a
+request about one chat (the bot lacks a right in that chat) → `DeadTarget`; 401 `verify.token`, 403
+`deprecated.token`, `access.denied` to any other request, an untrusted TLS certificate → `CredentialError`; any
 other 4xx → `PermanentError`. Only provably safe retries happen inside a call, bounded by `attempts`: a refused
 connection before sending, a 429 after the pause, and any failure of a read. Tokens never appear in logs or in
 error texts.
@@ -42,6 +44,7 @@ import re
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +82,8 @@ DEFAULT_BASE_URL = "https://platform-api2.max.ru"
 CA_BUNDLE = Path(__file__).with_name("certs") / "russian_trusted_root_ca.pem"
 WEBHOOK_SECRET_HEADER = "X-Max-Bot-Api-Secret"  # noqa: S105 - a header name
 MAX_TEXT = 4000
+RECONCILE_PAGES = 50  # pages of the chat read back to the first attempt at most (5,000 messages)
+RECONCILE_SLACK = timedelta(minutes=10)  # our clock and MAX's may differ this much
 DEFAULT_RATE = 28.0  # MAX allows 30 rps per token: ~7% headroom (bench/max_fanout.py: 1.10x the floor, no 429)
 DEFAULT_BURST = 1  # no burst: requests bunch on the wire anyway, and rate + burst must stay under 30
 DEFAULT_UPDATE_TYPES = ("bot_added", "bot_removed", "bot_started")
@@ -239,41 +244,46 @@ class MaxChannel(Channel):
     async def find_sent(self, message: Message) -> Sent | None:
         """Reconcile after an unknown outcome: the send if the chat has every part, None if it has none.
 
-        When only the first parts are in the chat, the missing ones are sent now (in order) and the whole is
-        returned. A failure that leaves the outcome open raises `UnknownOutcome` again (call once more later);
-        a dead chat or a bad token raise their permanent errors.
+        The chat is read newest first, a page of `reconcile_window` messages at a time, back to `message.since`
+        (less `RECONCILE_SLACK` for the clocks' difference): however much the parents wrote after the first
+        attempt, its marker is found. A chat with more than `RECONCILE_PAGES` pages since then cannot be read to
+        the end, and the outcome stays unknown. When only the first parts are in the chat, the missing ones are
+        sent now (in order) and the whole is returned. A failure that leaves the outcome open raises
+        `UnknownOutcome` again (call once more later); a dead chat or a bad token raise their permanent errors.
         """
         chat_id = _chat_id(message.target)
         parts = render_parts(message)
         markers = [part_marker(message.key, index, len(parts)) for index in range(len(parts))]
-        try:
-            data = await self._call(
-                message.account,
-                "GET",
-                "/messages",
-                params={"chat_id": str(chat_id), "count": str(self._reconcile_window)},
-                chat_id=chat_id,
-            )
-        except TransientError as exc:
-            if isinstance(exc, UnknownOutcome):
-                raise
-            raise UnknownOutcome(
-                f"Не удалось проверить чат {chat_id} после неясного исхода отправки: {exc}",
-                code=exc.code,
-                retry_after=exc.retry_after or self._reconcile_after,
-            ) from exc
+        since = None if message.since is None else int((message.since - RECONCILE_SLACK).timestamp() * 1000)
+        params = {"chat_id": str(chat_id), "count": str(self._reconcile_window)}
         found: dict[int, str] = {}
-        for item in _list(data.get("messages")):
-            sender = item.get("sender")
-            if isinstance(sender, dict) and not sender.get("is_bot", False):
-                continue  # a person quoting our footer is not our post
-            body = item.get("body")
-            if not isinstance(body, dict) or not isinstance(body.get("mid"), str):
-                continue
-            text = str(body.get("text") or "").rstrip()
-            for index, marker in enumerate(markers):
-                if text.endswith(marker):
-                    found[index] = body["mid"]  # newest first: the oldest copy wins
+        seen: set[str] = set()
+        for _ in range(RECONCILE_PAGES):
+            page = await self._chat_page(message.account, chat_id, params)
+            fresh = [(mid, item) for mid, item in page if mid not in seen]
+            seen.update(mid for mid, _ in fresh)
+            for mid, item in fresh:
+                sender = item.get("sender")
+                if isinstance(sender, dict) and not sender.get("is_bot", False):
+                    continue  # a person quoting our footer is not our post
+                text = str(item["body"].get("text") or "").rstrip()
+                for index, marker in enumerate(markers):
+                    if text.endswith(marker):
+                        found[index] = mid  # newest first: the oldest copy wins
+            stamps = [item.get("timestamp") for _, item in page]
+            oldest = min((t for t in stamps if isinstance(t, int)), default=None)
+            if len(page) < self._reconcile_window or since is None or oldest is None or oldest < since:
+                break
+            # the next page ends where this one did (inclusive: messages of the same millisecond are not skipped,
+            # unless a whole page shares it)
+            params = {**params, "from": str(oldest if fresh else oldest - 1), "to": str(since)}
+        else:
+            raise UnknownOutcome(
+                f"В чате {chat_id} после первой попытки больше {RECONCILE_PAGES * self._reconcile_window} "
+                "сообщений: проверить, дошло ли наше, не удалось.",
+                code="max:reconcile-depth",
+                retry_after=self._reconcile_after,
+            )
         if not found:
             return None
         mids = [found[index] for index in sorted(found)]
@@ -282,6 +292,25 @@ class MaxChannel(Channel):
             return Sent(",".join(mids), parts=len(parts))
         log.warning("max: chat %s has parts 1..%d of %d of a delivery; sending the rest", chat_id, last + 1, len(parts))
         return await self._send_parts(message.account, chat_id, parts, found=mids, start=last + 1)
+
+    async def _chat_page(self, account: str, chat_id: int, params: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+        """One page of the chat's messages, newest first, as (mid, message); a failure leaves the outcome open."""
+        try:
+            data = await self._call(account, "GET", "/messages", params=params, chat_id=chat_id)
+        except TransientError as exc:
+            if isinstance(exc, UnknownOutcome):
+                raise
+            raise UnknownOutcome(
+                f"Не удалось проверить чат {chat_id} после неясного исхода отправки: {exc}",
+                code=exc.code,
+                retry_after=exc.retry_after or self._reconcile_after,
+            ) from exc
+        page = []
+        for item in _list(data.get("messages")):
+            body = item.get("body")
+            if isinstance(body, dict) and isinstance(body.get("mid"), str):
+                page.append((body["mid"], item))
+        return page
 
     async def aclose(self) -> None:
         if self._own_session and self._session is not None:
@@ -514,6 +543,11 @@ class MaxChannel(Channel):
                 f"MAX ограничил частоту запросов бота ({said}); повторим позже.",
                 code=tag,
                 retry_after=self._rate_limit_pause,
+            )
+        if code == "access.denied" and chat_id is not None:  # this chat's permission, not the whole bot's token
+            return DeadTarget(
+                f"у бота нет прав писать в {where} ({said}): назначьте бота администратором чата с правом писать",
+                code=tag,
             )
         if status == 401 or code in ("verify.token", "deprecated.token", "access.denied"):
             if code == "deprecated.token":

@@ -468,6 +468,7 @@ class Gateway:
             reference=reference,
             ack_url=ack_url,
             unsubscribe_url=unsubscribe_url,
+            since=min(a.created_at for a in parts),  # no attempt can be older than its announcement
         )
 
     def school(self, school_id: str | None) -> School:

@@ -146,6 +146,27 @@ async def test_a_refused_max_token_alerts_the_admin_and_emails_the_chat_parents(
     assert len(world.smtp.messages) == 2
 
 
+async def test_a_chat_where_the_bot_has_no_rights_is_flagged_and_its_parents_emailed(world: World) -> None:
+    # 403 access.denied on a send to one chat: that chat's permission, not the whole bot's token
+    world.max.fail_next(status=403, code="access.denied", message="Access denied", chat_id=-501)
+    announcement_id = await world.post(classes=frozenset({"5А"}))
+    await world.deliver()
+    assert world.max.messages(-501) == []
+    assert world.letters() == {"maria@mail.test": 1, "anna@mail.test": 1}  # Мария is in the chat: e-mailed
+    row = next(d for d in await world.gateway.store.deliveries(announcement_id) if d.channel == "max")
+    assert (row.status, row.error_code) == (Status.PERMANENT_FAILURE, "max:access.denied")
+    assert ("max", "-501") in await world.gateway.store.dead_chats("s1")
+    [chat] = [c for c in await world.gateway.store.chats("s1") if c.address == "-501"]
+    assert "у бота нет прав" in chat.status_reason
+    (alert,) = await world.gateway.store.alerts("s1")
+    assert alert.kind == "dead_chat" and "5А" in alert.message and "у бота нет прав" in alert.message
+    # the next announcement skips the chat until a check finds the bot can post there again
+    second = await world.post(classes=frozenset({"5А"}))
+    assert "-501" not in {d.target for d in await world.gateway.store.deliveries(second)}
+    await world.gateway.check_chats("s1")
+    assert ("max", "-501") not in await world.gateway.store.dead_chats("s1")
+
+
 async def test_webhook_registers_and_retires_chats(world: World) -> None:
     app = web.Application()
     add_routes(app, world.gateway)

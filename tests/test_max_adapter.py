@@ -12,6 +12,8 @@ import subprocess
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from adapters.base import (
     UnknownOutcome,
 )
 from adapters.emulators.max import MaxEmulator, StoredMessage
-from adapters.max import MaxChannel, trust_context
+from adapters.max import MaxChannel, part_marker, trust_context
 from adapters.ratelimit import RateLimiters
 
 TOKEN = "max-token-7f3e9a1c55d04b2e"
@@ -250,7 +252,7 @@ ERRORS: list[tuple[str, Setup, type[AdapterError], str, bool]] = [
     ("verify.token", wrong_token, CredentialError, "max:verify.token", False),
     ("no token", unknown_account, CredentialError, "max:no-token", False),
     ("deprecated.token", lambda e: fault(e, 403, "deprecated.token"), CredentialError, "", False),
-    ("access.denied", lambda e: fault(e, 403, "access.denied"), CredentialError, "", False),
+    ("access.denied", lambda e: fault(e, 403, "access.denied"), DeadTarget, "max:access.denied", False),
     ("proto.payload", lambda e: fault(e, 400, "proto.payload", "text: bad"), PermanentError, "", False),
     ("not.found", lambda e: fault(e, 404, "not.found"), PermanentError, "", False),
     ("bad target", bad_target, PermanentError, "max:bad-target", False),
@@ -455,6 +457,29 @@ async def test_timeout_before_storing_is_sent_again_once(emu: MaxEmulator) -> No
     assert await deliver(channel, msg) == Sent(emu.messages(CHAT)[0].mid, parts=1)
     await channel.aclose()
     assert len(emu.messages(CHAT)) == 1
+
+
+@pytest.mark.parametrize("chatter", [150, 1200])
+async def test_reconciliation_finds_the_marker_however_much_the_parents_wrote_since(chatter: int) -> None:
+    ticks = iter(range(10**9))
+    async with MaxEmulator(clock=lambda: 1_790_000_000 + next(ticks) / 100) as emu:  # 10 ms between events
+        emu.add_bot(TOKEN, "Бот")
+        emu.add_chat(CHAT, "5А родители", token=TOKEN)
+        channel = make_channel(emu, timeout=0.3)
+        since = datetime.fromtimestamp(1_790_000_000, UTC)
+        msg = replace(message(), since=since)
+        emu.hang_next(1, store=True)  # stored, the answer never comes
+        with pytest.raises(UnknownOutcome):
+            await channel.send(msg)
+        for n in range(chatter):  # the parents answer before the re-check
+            emu.add_user_message(CHAT, f"Спасибо! ({n})")
+        found = await channel.find_sent(msg)
+        another = await channel.find_sent(replace(msg, key="never-sent"))
+        await channel.aclose()
+    [ours] = [m for m in emu.messages(CHAT) if m.text and m.text.endswith(part_marker(msg.key, 0, 1))]
+    assert found == Sent(ours.mid, parts=1)
+    assert another is None  # read back to the first attempt, and nothing of it there
+    assert len(emu.messages(CHAT)) == chatter + 1  # nothing sent twice
 
 
 async def test_find_sent_ignores_people_quoting_the_footer(emu: MaxEmulator, channel: MaxChannel) -> None:

@@ -15,7 +15,8 @@ It speaks the wire protocol of `platform-api2.max.ru` as described in `reference
   403 `chat.denied`, 429 `too.many.requests` (per-token sliding one-second window, 30 by default; every 429 is
   counted), 500 `internal.error`, 503 `service.unavailable`, 502/504 as an HTML page from the "proxy".
 * `GET /me`, `GET /chats` (unsupported since June 2026: 404 `not.found` by default), `GET /chats/{id}`,
-  `GET|DELETE /chats/{id}/members/me`, `GET /messages?chat_id=…&count=…` (newest first) or `?message_ids=…`,
+  `GET|DELETE /chats/{id}/members/me`, `GET /messages?chat_id=…&count=…[&from=…&to=…]` (newest first; `from`
+  the later and `to` the earlier bound of the messages' timestamps) or `?message_ids=…`,
   `POST|GET|DELETE /subscriptions`, `GET /updates` (long polling; 405 while a webhook is active).
 * Webhook push of `bot_added` / `bot_removed` updates to every subscribed URL, with `X-Max-Bot-Api-Secret`.
 
@@ -977,8 +978,23 @@ class MaxEmulator:
         membership = chat_or_error.members.get(bot.user_id)
         if membership is None or not membership.present:
             return _error(403, "chat.denied", "Bot has no access to the chat")
-        # `from`/`to` are accepted but not applied: their documented meaning is contradictory.
-        newest_first = list(reversed(chat_or_error.messages))[:count]
+        # `from` and `to` bound the messages' `timestamp` (in its unit, milliseconds), newest first, so `to` is the
+        # earlier one ("to должно быть меньше, чем from": dev.max.ru/docs-api/methods/GET/messages); both inclusive.
+        bounds = []
+        for name in ("from", "to"):
+            raw = request.query.get(name)
+            try:
+                bounds.append(None if raw is None else int(raw))
+            except ValueError:
+                return _error(400, "proto.payload", f"{name}: must be an integer")
+        newest, oldest = bounds
+        if newest is not None and oldest is not None and oldest > newest:
+            return _error(400, "proto.payload", "to: must be less than from")
+        newest_first = [
+            m
+            for m in reversed(chat_or_error.messages)
+            if (newest is None or m.timestamp <= newest) and (oldest is None or m.timestamp >= oldest)
+        ][:count]
         return web.json_response({"messages": [self._message_json(m) for m in newest_first]})
 
     async def _subscribe(self, request: web.Request) -> web.StreamResponse:
