@@ -5,6 +5,7 @@ An adapter sends one message to one target (a MAX chat, a VK peer, an e-mail add
 dispatcher decides from the error's class what happens to the delivery.
 
     AdapterError                 root of everything an adapter raises
+    ├── LeaseLost                the sender no longer holds the delivery: nothing was sent (`before_request`)
     ├── TransientError           try again later (retry_after: the pause the provider or protocol asks for)
     │   ├── RateLimited          the provider said "too many requests"
     │   └── UnknownOutcome       the request may have reached the provider: reconcile before resending
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,6 +36,11 @@ class AdapterError(Exception):
     def __init__(self, message: str, *, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+
+class LeaseLost(AdapterError):
+    """The dispatcher no longer holds the delivery (its lease ran out while the process was paused, and another
+    sender took it over): the adapter sent nothing for it, and its outcome is the other sender's to record."""
 
 
 class TransientError(AdapterError):
@@ -166,3 +174,28 @@ class Channel(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+Guard = Callable[[Message], Awaitable[None]]
+_GUARD: ContextVar[Guard | None] = ContextVar("zvonok_send_guard", default=None)
+
+
+async def before_request(message: Message) -> None:
+    """Called by an adapter immediately before a request that can deliver `message`, after any wait for a rate
+    permit or a connection: the dispatcher's fence raises `LeaseLost` there when the delivery is no longer this
+    process's (a process paused past its lease must not post what another sender has since posted). Outside a
+    dispatcher (the CLI's checks, the tests of an adapter) there is no fence. VK needs none: it drops a repeated
+    random_id by itself."""
+    guard = _GUARD.get()
+    if guard is not None:
+        await guard(message)
+
+
+@contextmanager
+def guarded(guard: Guard) -> Iterator[None]:
+    """Sends made inside (and in the tasks they start) pass `guard` before each request."""
+    token = _GUARD.set(guard)
+    try:
+        yield
+    finally:
+        _GUARD.reset(token)

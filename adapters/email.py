@@ -83,6 +83,7 @@ from adapters.base import (
     Sent,
     TransientError,
     UnknownOutcome,
+    before_request,
 )
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class EmailChannel(Channel):
         letter_id = message_id(message.key, _id_domain(settings))
         pool = self._pool_for(message.account, settings)
         try:
-            await _deliver(pool, _addr_spec(settings.from_address), target, letter)
+            await _deliver(pool, _addr_spec(settings.from_address), target, letter, message)
         except AdapterError as error:
             log.info("e-mail delivery %s to %s failed: %s", message.key, _mask(target), error.code)
             raise
@@ -714,12 +715,13 @@ class _Pool:
         return smtp
 
 
-async def _deliver(pool: _Pool, sender: str, recipient: str, data: bytes) -> None:
+async def _deliver(pool: _Pool, sender: str, recipient: str, data: bytes, message: Message) -> None:
     retrying = AsyncRetrying(retry=retry_if_exception_type(_StaleConnection), stop=stop_after_attempt(2), reraise=True)
     try:
         async for attempt in retrying:
             with attempt:
                 async with pool.connection() as conn:
+                    await before_request(message)  # the fence, once a connection is ours: nothing has left yet
                     await _transaction(pool, conn, sender, recipient, data)
     except _StaleConnection:
         raise TransientError(

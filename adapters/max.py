@@ -63,6 +63,7 @@ from adapters.base import (
     TargetHealth,
     TransientError,
     UnknownOutcome,
+    before_request,
 )
 from adapters.ratelimit import RateLimiters
 from adapters.text import split_text
@@ -239,7 +240,7 @@ class MaxChannel(Channel):
     async def send(self, message: Message) -> Sent:
         chat_id = _chat_id(message.target)
         parts = render_parts(message)
-        return await self._send_parts(message.account, chat_id, parts, found=[])
+        return await self._send_parts(message, chat_id, parts, found=[])
 
     async def find_sent(self, message: Message) -> Sent | None:
         """Reconcile after an unknown outcome: the send if the chat has every part, None if it has none.
@@ -291,7 +292,7 @@ class MaxChannel(Channel):
         if last == len(parts) - 1:
             return Sent(",".join(mids), parts=len(parts))
         log.warning("max: chat %s has parts 1..%d of %d of a delivery; sending the rest", chat_id, last + 1, len(parts))
-        return await self._send_parts(message.account, chat_id, parts, found=mids, start=last + 1)
+        return await self._send_parts(message, chat_id, parts, found=mids, start=last + 1)
 
     async def _chat_page(self, account: str, chat_id: int, params: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
         """One page of the chat's messages, newest first, as (mid, message); a failure leaves the outcome open."""
@@ -394,20 +395,20 @@ class MaxChannel(Channel):
         return ChatHealth(ok=False, is_admin=False, can_write=False, status=status, title=title, explanation=text)
 
     async def _send_parts(
-        self, account: str, chat_id: int, parts: Sequence[str], *, found: Sequence[str], start: int = 0
+        self, message: Message, chat_id: int, parts: Sequence[str], *, found: Sequence[str], start: int = 0
     ) -> Sent:
         mids = list(found)
         for index in range(start, len(parts)):
             body = {"text": parts[index], "format": "html", "notify": self._notify}
             try:
                 data = await self._call(
-                    account,
+                    message.account,
                     "POST",
                     "/messages",
                     params={"chat_id": str(chat_id), "disable_link_preview": "true"},
                     json_body=body,
                     chat_id=chat_id,
-                    sending=True,
+                    sending=message,
                 )
             except TransientError as exc:
                 if not mids:  # nothing of this delivery is in the chat: the error speaks for itself
@@ -431,9 +432,10 @@ class MaxChannel(Channel):
         params: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
         chat_id: int | None = None,
-        sending: bool = False,
+        sending: Message | None = None,
     ) -> dict[str, Any]:
-        """One API call with the bounded in-call retries; returns the JSON object of a 2xx answer."""
+        """One API call with the bounded in-call retries; returns the JSON object of a 2xx answer. `sending`: the
+        message a POST delivers, fenced (`before_request`) after the rate permit and before every try."""
         token = self._accounts.get(account)
         if not token:
             raise CredentialError(f"Для учётной записи MAX «{account}» не задан токен бота.", code="max:no-token")
@@ -448,8 +450,12 @@ class MaxChannel(Channel):
             async for attempt in retrying:
                 with attempt:
                     await bucket.acquire()
+                    if sending is not None:
+                        await before_request(sending)
                     try:
-                        return await self._once(token, account, method, path, params, json_body, chat_id, sending)
+                        return await self._once(
+                            token, account, method, path, params, json_body, chat_id, sending is not None
+                        )
                     except _Retry as retry:
                         if isinstance(retry.error, RateLimited):
                             bucket.penalize(retry.pause)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -51,12 +52,14 @@ from adapters.base import (
     Channel,
     CredentialError,
     DeadTarget,
+    LeaseLost,
     Message,
     Outcome,
     RateLimited,
     Sent,
     TransientError,
     UnknownOutcome,
+    guarded,
 )
 from gateway.clock import Clock
 from gateway.config import DispatchSettings
@@ -88,6 +91,72 @@ def _always(claimed: Claimed, announcement: AnnouncementRecord, when: datetime) 
     return when
 
 
+class Leases:
+    """The leases of one claimed batch, as this process last confirmed them with the store.
+
+    The heartbeat renews them every third of a lease; the fence (`guard`), which every adapter passes immediately
+    before a request that can deliver (`adapters.base.before_request`), refuses a delivery no longer held. While
+    the heartbeat keeps up the fence costs one reading of the monotonic clock; after a pause longer than half a
+    lease (the process was stopped, the machine swapped, a collection ran long) it asks the store once for the
+    whole batch, and a delivery another sender has taken over meanwhile is not sent."""
+
+    def __init__(self, store: Store, claimed: Sequence[Claimed], seconds: float, clock: Clock) -> None:
+        self.store = store
+        self.seconds = seconds
+        self.clock = clock
+        self.tokens = {c.id: c.lease_token for c in claimed}
+        self.held = set(self.tokens)
+        self.confirmed = time.monotonic()  # when the store last said they were ours (the claim, a renewal)
+        self._ids: dict[str, list[int]] = {}
+        self._lock = asyncio.Lock()
+
+    def cover(self, key: str, group: Sequence[Claimed]) -> None:
+        """The deliveries the message `key` delivers."""
+        self._ids[key] = [c.id for c in group]
+
+    async def renew(self) -> None:
+        async with self._lock:
+            asked = time.monotonic()
+            leases = [(i, t) for i, t in self.tokens.items() if i in self.held]
+            self.held = await self.store.extend_leases(leases, self.clock.now() + timedelta(seconds=self.seconds))
+            self.confirmed = asked
+
+    async def guard(self, message: Message) -> None:
+        if time.monotonic() - self.confirmed > self.seconds / 2:
+            try:
+                await self.renew()
+            except Exception as exc:  # the store cannot say: send only while the lease surely still runs
+                if time.monotonic() - self.confirmed > self.seconds * 0.8:
+                    raise LeaseLost(f"аренда не подтверждена: {type(exc).__name__}", code="lease") from None
+        if not all(i in self.held for i in self._ids.get(message.key, ())):
+            raise LeaseLost("доставку забрал другой обработчик", code="lease")
+
+
+class StoreTrouble:
+    """One warning when the store starts failing and one when it works again, rather than a traceback per lane
+    per poll: the work waits in the store (or, for outcomes the provider confirmed, in memory) meanwhile. Each part
+    of the dispatcher that uses the store (a lane, the recording of outcomes) reports for itself; the store works
+    again once none of them fails."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.since: datetime | None = None
+        self._failing: set[str] = set()
+
+    def failed(self, where: str, exc: BaseException) -> None:
+        self._failing.add(where)
+        if self.since is None:
+            self.since = self.clock.now()
+            log.warning("the store failed (%s: %s); dispatch waits and retries", type(exc).__name__, exc)
+
+    def recovered(self, where: str) -> None:
+        self._failing.discard(where)
+        if self.since is not None and not self._failing:
+            seconds = (self.clock.now() - self.since).total_seconds()
+            log.warning("the store works again after %.0f s", seconds)
+            self.since = None
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -112,6 +181,7 @@ class Dispatcher:
         self._kicks: set[asyncio.Event] = set()  # one per running lane: set to make it look for work now
         self._stop: asyncio.Event | None = None  # set: no new batch is claimed (run() is ending)
         self._announcements: dict[int, AnnouncementRecord] = {}
+        self.store_trouble = StoreTrouble(clock)
 
     # ------------------------------------------------------------------ running
 
@@ -164,8 +234,10 @@ class Dispatcher:
                     due = await self.store.next_due(channels=(channel_name,), skip_accounts=sorted(busy))
                     if due is not None:
                         delay = min(delay, max(0.0, (due - self.clock.now()).total_seconds()))
-                except Exception:  # a store hiccup must not end the service; the work is still in the store
-                    log.exception("dispatch failed in the %s lane; retrying", channel_name)
+                except Exception as exc:  # a store hiccup must not end the service; the work is still in the store
+                    self.store_trouble.failed(channel_name, exc)
+                else:
+                    self.store_trouble.recovered(channel_name)
                 waiters = {asyncio.ensure_future(kick.wait()), asyncio.ensure_future(stop.wait())}
                 _, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 for task in pending:
@@ -217,31 +289,30 @@ class Dispatcher:
                 return total
             total += len(claimed)
             chunks = _chunks(claimed, self.chunk_sizes.get(channel_name, 16))
-            heartbeat = asyncio.create_task(self._keep_leases(claimed))
+            leases = Leases(self.store, claimed, self.settings.lease_seconds, self.clock)
+            heartbeat = asyncio.create_task(self._keep_leases(leases))
             try:
-                await asyncio.gather(*(self._send_chunk(channel_name, chunk) for chunk in chunks))
+                await asyncio.gather(*(self._send_chunk(channel_name, chunk, leases) for chunk in chunks))
             finally:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
                 busy -= accounts
         return total
 
-    async def _keep_leases(self, claimed: Sequence[Claimed]) -> None:
+    async def _keep_leases(self, leases: Leases) -> None:
         """While a batch is being sent, extend its leases every third of a lease. A send can be slow and alive (a
         token's rate shared with other processes, a provider's pause): it must not be taken over as if its sender
         had died, or both would send. A sender that dies stops extending, and its leases run out as before."""
-        leases = [(c.id, c.lease_token) for c in claimed]
-        lease = timedelta(seconds=self.settings.lease_seconds)
         while True:
             await asyncio.sleep(self.settings.lease_seconds / 3)
             try:
-                await self.store.extend_leases(leases, self.clock.now() + lease)
+                await leases.renew()
             except Exception as exc:  # the next beat tries again; a lease that runs out meanwhile is taken over
-                log.warning("could not extend %d leases (%s)", len(leases), type(exc).__name__)
+                log.warning("could not extend %d leases (%s)", len(leases.tokens), type(exc).__name__)
 
     # ------------------------------------------------------------------ one chunk
 
-    async def _send_chunk(self, channel_name: str, claimed: Sequence[Claimed]) -> None:
+    async def _send_chunk(self, channel_name: str, claimed: Sequence[Claimed], leases: Leases) -> None:
         channel = self.channels[channel_name]
         started = self.clock.now()
         announcements = {c.announcement_id: await self._announcement(c.announcement_id) for c in claimed}
@@ -263,9 +334,27 @@ class Dispatcher:
                 )
         members = list(groups.values())
         messages = [self.render(group, announcements) for group in members]
-        outcomes: list[Outcome | None] = [None] * len(members)
+        for message, group in zip(messages, members, strict=True):
+            leases.cover(message.key, group)
+        with guarded(leases.guard):  # every request that can deliver is fenced by the batch's leases
+            outcomes, reconciled = await self._outcomes(channel, channel_name, members, messages)
+        lost = 0
+        for i, (group, got) in enumerate(zip(members, outcomes, strict=True)):
+            if isinstance(got, LeaseLost):  # another sender has it now: its outcome is theirs to record
+                lost += len(group)
+                continue
+            leader = self._result(group[0], got, started, reconciled=i in reconciled)
+            results.extend(replace(leader, delivery_id=c.id, lease_token=c.lease_token) for c in group)
+        if lost:
+            log.warning("%d %s deliveries not sent: their leases ran out, another sender has them", lost, channel_name)
+        await self._record(results)
 
-        # Whatever may have been sent before is checked with the provider before any resend.
+    async def _outcomes(
+        self, channel: Channel, channel_name: str, members: Sequence[list[Claimed]], messages: Sequence[Message]
+    ) -> tuple[list[Outcome], set[int]]:
+        """Each message's outcome, and which were found by a look rather than sent: whatever may have been sent
+        before is looked for with the provider first (`find_sent`), the rest is sent."""
+        outcomes: list[Outcome | None] = [None] * len(members)
         checks = [i for i, group in enumerate(members) if any(c.maybe_sent for c in group)]
         if checks:
             found = await asyncio.gather(*(channel.find_sent(messages[i]) for i in checks), return_exceptions=True)
@@ -286,12 +375,24 @@ class Dispatcher:
                 sent = [error] * len(to_send)
             for i, answer in zip(to_send, sent, strict=True):
                 outcomes[i] = answer
-        for i, (group, got) in enumerate(zip(members, outcomes, strict=True)):
-            if got is None:
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(outcomes), "every message has its outcome"
+        return done, reconciled
+
+    async def _record(self, results: Sequence[Result]) -> None:
+        """Commit the outcomes, retrying until the store takes them: the provider has them already, so only a
+        dead process may lose them (the heartbeat keeps the leases meanwhile, and `finish` is fenced by them)."""
+        pause = 0.5
+        while True:
+            try:
+                await self.store.finish(results, self.clock.now())
+            except Exception as exc:
+                self.store_trouble.failed("outcomes", exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.settings.lease_seconds / 3)
                 continue
-            leader = self._result(group[0], got, started, reconciled=i in reconciled)
-            results.extend(replace(leader, delivery_id=c.id, lease_token=c.lease_token) for c in group)
-        await self.store.finish(results, self.clock.now())
+            self.store_trouble.recovered("outcomes")
+            return
 
     def _result(self, claimed: Claimed, outcome: Outcome, started: datetime, *, reconciled: bool) -> Result:
         if isinstance(outcome, Sent):

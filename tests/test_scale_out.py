@@ -274,13 +274,13 @@ async def test_extend_leases_keeps_only_current_leases(store: Store, clock: Manu
     await store.finish([Result(c.id, c.lease_token, Status.DELIVERED, now, "delivered")], now)
     later = now + timedelta(seconds=100)
     leases = [(a.id, a.lease_token), (b.id, "not-its-token"), (c.id, c.lease_token)]  # c is finished
-    assert await store.extend_leases(leases, later) == 1
-    assert await store.extend_leases([(a.id, a.lease_token)], now + timedelta(seconds=5)) == 1  # never shortened
+    assert await store.extend_leases(leases, later) == {a.id}
+    assert await store.extend_leases([(a.id, a.lease_token)], now + timedelta(seconds=5)) == {a.id}  # not shortened
     assert [x.id for x in await store.claim(now + timedelta(seconds=31), 10, 100)] == [b.id]  # b's lease ran out
     assert await store.claim(now + timedelta(seconds=99), 10, 30) == []  # a's still runs (and b's new one)
     [again] = await store.claim(now + timedelta(seconds=101), 10, 30)
     assert again.id == a.id and again.maybe_sent
-    assert await store.extend_leases([(a.id, a.lease_token)], later) == 0  # a's old lease is no longer current
+    assert await store.extend_leases([(a.id, a.lease_token)], later) == set()  # a's old lease is no longer current
 
 
 async def test_pg_a_slow_send_keeps_its_lease_and_is_not_sent_twice(tmp_path: Path, pg_url: str) -> None:

@@ -361,10 +361,10 @@ class Store(ABC):
         return False
 
     @abstractmethod
-    async def extend_leases(self, leases: Sequence[tuple[int, str]], until: datetime) -> int:
+    async def extend_leases(self, leases: Sequence[tuple[int, str]], until: datetime) -> set[int]:
         """A sender still at work keeps its deliveries: each (delivery id, lease token) whose lease is still
-        current is leased until `until` at least (a heartbeat); returns how many were. A delivery finished, or
-        taken over since, is left alone."""
+        current is leased until `until` at least (a heartbeat, and the fence before a send); returns the ids that
+        were. A delivery finished, or taken over since, is left alone."""
 
     @abstractmethod
     async def claim_tick(self, job: str, period: str, owner: str, now: datetime) -> bool:

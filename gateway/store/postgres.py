@@ -229,12 +229,11 @@ class PostgresStore(Store):
 
     # ------------------------------------------------------------------ heartbeats, periodic jobs, shared rate limits
 
-    async def extend_leases(self, leases: Sequence[tuple[int, str]], until: datetime) -> int:
+    async def extend_leases(self, leases: Sequence[tuple[int, str]], until: datetime) -> set[int]:
         if not leases:
-            return 0
+            return set()
         params = {"id": [i for i, _ in leases], "token": [t for _, t in leases], "until": require_aware(until)}
-        rows = await self._all(_EXTEND_LEASES, params)
-        return len(rows)
+        return {int(row[0]) for row in await self._all(_EXTEND_LEASES, params)}
 
     async def claim_tick(self, job: str, period: str, owner: str, now: datetime) -> bool:
         require_aware(now)

@@ -200,17 +200,19 @@ class SqliteStore(Store):
 
     # ------------------------------------------------------------------ heartbeats, periodic jobs
 
-    async def extend_leases(self, leases: Sequence[tuple[int, str]], until: datetime) -> int:
+    async def extend_leases(self, leases: Sequence[tuple[int, str]], until: datetime) -> set[int]:
         stamp = ts(until)
 
-        def tx(conn: sqlite3.Connection) -> int:
-            before = conn.total_changes
-            conn.executemany(
-                """UPDATE deliveries SET lease_until = max(lease_until, ?)
-                   WHERE id = ? AND lease_token = ? AND status = 'sending'""",
-                [(stamp, delivery_id, token) for delivery_id, token in leases],
-            )
-            return conn.total_changes - before
+        def tx(conn: sqlite3.Connection) -> set[int]:
+            return {
+                int(row[0])
+                for delivery_id, token in leases
+                for row in conn.execute(
+                    """UPDATE deliveries SET lease_until = max(lease_until, ?)
+                       WHERE id = ? AND lease_token = ? AND status = 'sending' RETURNING id""",
+                    (stamp, delivery_id, token),
+                )
+            }
 
         return await self._tx(tx)
 
