@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +19,7 @@ from adapters.base import Channel, Message
 from adapters.ratelimit import Limiter, RateLimiters, Reservation, ReservingBucket
 from gateway import forwarding
 from gateway.chats import CheckResult, check_chats, effective_school
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock, DatabaseClock, ShiftedClock, SystemClock
 from gateway.config import Config, Settings, class_window
 from gateway.dispatcher import Dispatcher
 from gateway.domain import EMAIL, AnnouncementRequest, ChatBinding, ChatKind, Group, Kind, School, parse_class_name
@@ -107,9 +109,13 @@ class Gateway:
     ) -> Gateway:
         """Open the store, build the channels the configuration needs, and record the configured chats."""
         store = store or await open_store(config.settings.database, base_dir=config.root)
+        clock = clock or SystemClock()
+        if store.shares_rate_limits and isinstance(clock, SystemClock | ShiftedClock):
+            clock = DatabaseClock(clock)  # several processes: one clock, the database's (a manual one stays as it is)
         if channels is None:
             channels = build_channels(config, clock=clock, store=store)
-        gateway = cls(config, store, channels, clock or SystemClock())
+        gateway = cls(config, store, channels, clock)
+        await gateway.sync_clock()
         gateway.installation = await store.installation()
         this_year = gateway.clock.now().year
         build_production_calendars(this_year, this_year + 1)
@@ -117,6 +123,32 @@ class Gateway:
             await store.sync_chats(school, gateway.clock.now())
         await gateway.refresh_class_windows()
         return gateway
+
+    async def sync_clock(self) -> None:
+        """Take the time from the database from now on (a `DatabaseClock`; other clocks are left alone): measure
+        this process's clock against the server's, half the round trip allowed for. A difference of more than
+        `CLOCK_SKEW_ALERT` raises an alert for each school (the machine's time service needs a look, although the
+        gateway itself keeps time with the rest), closed once the difference is gone."""
+        clock = self.clock
+        if not isinstance(clock, DatabaseClock):
+            return
+        asked, started = clock.base.now(), time.monotonic()
+        server = await self.store.database_time()
+        if server is None:
+            return
+        clock.offset = server - (asked + timedelta(seconds=(time.monotonic() - started) / 2))
+        skew = abs(clock.offset.total_seconds())
+        subject = f"clock:{socket.gethostname()}"
+        if skew <= CLOCK_SKEW_ALERT.total_seconds():
+            await self.store.resolve_alerts("clock", subject, self.clock.now())
+            return
+        message = (
+            f"часы сервера {socket.gethostname()} расходятся с часами базы данных на {_duration(skew)}: Звонок "
+            "берёт время у базы данных, но проверьте синхронизацию времени (NTP) на этом сервере"
+        )
+        log.warning("this machine's clock is %.1f s off the database's; the database's time is used", skew)
+        for school_id in self.config.schools:
+            await self.store.raise_alert(school_id, "clock", subject, message, self.clock.now())
 
     async def close(self) -> None:
         for channel in self.channels.values():
@@ -473,6 +505,17 @@ class Gateway:
 
     def school(self, school_id: str | None) -> School:
         return self.config.school(school_id)
+
+
+CLOCK_SKEW_ALERT = timedelta(seconds=2)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} с"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} мин"
+    return f"{seconds / 3600:.1f} ч"
 
 
 def build_channels(

@@ -22,6 +22,20 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+class DatabaseClock:
+    """The database server's time, read through this process's clock: `base` plus the offset last measured
+    against the database (`Gateway.sync_clock`). On PostgreSQL every process acts on times the others wrote
+    (leases, retries, the periodic jobs' periods), so all of them take their time from one clock, the server's: a
+    machine whose own clock is hours off still leases, retries and opens windows in step with the rest."""
+
+    def __init__(self, base: Clock) -> None:
+        self.base = base
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return self.base.now() + self.offset
+
+
 class ManualClock:
     """A clock that moves only when told to: for tests and for the demo's "fast-forward"."""
 

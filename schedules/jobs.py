@@ -27,6 +27,8 @@ the first process to fire in a block runs it.
 - class-windows: every minute each process reads the run-time class windows again (one small query), so a
   window set in another process (a web process, on a shared PostgreSQL) counts here within a minute, at send
   time (`Gateway.allowed`) and for the wake-ups. Per process and unclaimed, like the wake-ups.
+- clock: every minute each process compares its clock with the database's (`Gateway.sync_clock`, PostgreSQL) and
+  takes the database's time from then on. Per process and unclaimed.
 
 The store keeps the work itself exactly-once as well (a task is escalated or forwarded once however many
 processes try), so the ticks save duplicate effort and duplicate provider requests (health checks), not
@@ -141,6 +143,12 @@ def start_scheduler(gateway: Gateway) -> AsyncIOScheduler:
         except Exception:  # a store hiccup: the windows read last stay in force, and the next run reads again
             log.exception("could not read the class windows")
 
+    async def clock() -> None:
+        try:
+            await gateway.sync_clock()
+        except Exception as exc:  # the offset measured last stays in force, and the next run measures again
+            log.warning("could not compare the clock with the database's (%s)", type(exc).__name__)
+
     async def deadlines() -> None:
         try:
             handled = await gateway.handle_overdue_tasks()
@@ -195,5 +203,6 @@ def start_scheduler(gateway: Gateway) -> AsyncIOScheduler:
         coalesce=True,
         max_instances=1,
     )
+    scheduler.add_job(clock, IntervalTrigger(seconds=60), id="clock", coalesce=True, max_instances=1)
     scheduler.start()
     return scheduler

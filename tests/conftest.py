@@ -82,6 +82,12 @@ async def pg_schemas() -> AsyncIterator[PgSchemas]:
     await schemas.drop()
 
 
+@pytest.fixture
+async def pg_url(pg_schemas: PgSchemas) -> str:
+    """The URL of a fresh PostgreSQL schema (for the tests that are about PostgreSQL alone)."""
+    return (await pg_schemas.new())[1]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchemas) -> str:
     """The URL of a fresh database of each backend (a SQLite file, a new PostgreSQL schema), for a whole gateway."""

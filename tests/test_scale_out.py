@@ -31,15 +31,9 @@ from gateway.store.base import Result, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from schedules.jobs import period_key
-from tests.conftest import PgSchemas
 from tests.data import ROSTER_CSV, write_config
 from tests.test_store import emails, request
 from tests.world import running_world, two_processes_jobs
-
-
-@pytest.fixture
-async def pg_url(pg_schemas: PgSchemas) -> str:
-    return (await pg_schemas.new())[1]
 
 
 @pytest.fixture

@@ -1140,11 +1140,6 @@ def test_sqlite_timestamps_are_utc_and_sortable() -> None:
 
 
 @pytest.fixture
-async def pg_url(pg_schemas: PgSchemas) -> str:
-    return (await pg_schemas.new())[1]
-
-
-@pytest.fixture
 async def pg_stores(pg_url: str) -> AsyncIterator[list[PostgresStore]]:
     """Four store instances (four pools) on one schema: four gateway processes sharing a database."""
     stores = [await PostgresStore.open(pg_url) for _ in range(4)]

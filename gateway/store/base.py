@@ -548,6 +548,19 @@ class Store(ABC):
     async def alerts(self, school_id: str | None = None) -> list[Alert]:
         """Open alerts."""
 
+    @abstractmethod
+    async def raise_alert(self, school_id: str, kind: str, subject: str, message: str, now: datetime) -> None:
+        """Open an alert for the school's admin, unless one of that kind and subject is open already."""
+
+    @abstractmethod
+    async def resolve_alerts(self, kind: str, subject: str, now: datetime) -> int:
+        """Close every school's open alerts of that kind and subject (the problem went away); how many."""
+
+    async def database_time(self) -> datetime | None:
+        """The database server's clock, where several processes act on the times in the store (PostgreSQL); None
+        where one process does (SQLite: its own clock is the only one)."""
+        return None
+
     # --- staff accounts, sessions, API tokens (gateway.web)
 
     @abstractmethod

@@ -825,6 +825,21 @@ class PostgresStore(Store):
         )
         return [Alert(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
+    async def raise_alert(self, school_id: str, kind: str, subject: str, message: str, now: datetime) -> None:
+        await self._all(_ALERT + " RETURNING id", (school_id, require_aware(now), kind, subject, message))
+
+    async def resolve_alerts(self, kind: str, subject: str, now: datetime) -> int:
+        rows = await self._all(
+            """UPDATE alerts SET resolved_at = %s WHERE kind = %s AND subject = %s AND resolved_at IS NULL
+               RETURNING id""",
+            (require_aware(now), kind, subject),
+        )
+        return len(rows)
+
+    async def database_time(self) -> datetime | None:
+        [(now,)] = await self._all("SELECT clock_timestamp()")
+        return now  # type: ignore[no-any-return]
+
     # ------------------------------------------------------------------ staff accounts, sessions, API tokens
 
     async def set_password(self, school_id: str, staff_id: str, password_hash: str, now: datetime) -> None:

@@ -882,6 +882,19 @@ class SqliteStore(Store):
 
         return await self._read(read)
 
+    async def raise_alert(self, school_id: str, kind: str, subject: str, message: str, now: datetime) -> None:
+        await self._tx(lambda conn: _alert(conn, school_id, kind, subject, message, ts(now)))
+
+    async def resolve_alerts(self, kind: str, subject: str, now: datetime) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE alerts SET resolved_at = ? WHERE kind = ? AND subject = ? AND resolved_at IS NULL",
+                (ts(now), kind, subject),
+            )
+            return cur.rowcount
+
+        return await self._tx(tx)
+
     # ------------------------------------------------------------------ staff accounts, sessions, API tokens
 
     async def set_password(self, school_id: str, staff_id: str, password_hash: str, now: datetime) -> None:
