@@ -90,7 +90,13 @@ class Gateway:
         self.clock = clock
         self.installation = ""
         self.dispatcher = Dispatcher(
-            store, self.channels, self.render, clock, config.settings.dispatch, allowed=self.allowed
+            store,
+            self.channels,
+            self.render,
+            clock,
+            config.settings.dispatch,
+            allowed=self.allowed,
+            schools=list(config.schools),
         )
         # run-time class windows as this process last read them: school id -> class name -> window
         self._class_windows: dict[str, Mapping[str, MessagingWindow]] = {}

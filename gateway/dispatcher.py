@@ -74,6 +74,9 @@ Allowed = Callable[[Claimed, AnnouncementRecord, datetime], datetime]
 """The earliest moment at or after the given time when the delivery may go out (the window rules)."""
 
 
+OUTAGE_ALERT = timedelta(minutes=1)  # a provider failing this long raises an alert
+
+
 def _chunks(claimed: Sequence[Claimed], size: int) -> list[list[Claimed]]:
     """Chunks of about `size`, never splitting a bundle (its members are one message)."""
     groups: dict[int, list[Claimed]] = {}
@@ -169,6 +172,7 @@ class Dispatcher:
         chunk_sizes: Mapping[str, int] | None = None,
         rng: random.Random | None = None,
         allowed: Allowed = _always,
+        schools: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.channels = dict(channels)
@@ -182,6 +186,8 @@ class Dispatcher:
         self._stop: asyncio.Event | None = None  # set: no new batch is claimed (run() is ending)
         self._announcements: dict[int, AnnouncementRecord] = {}
         self.store_trouble = StoreTrouble(clock)
+        self.schools = list(schools)  # whom an outage of a shared account (the SMTP relay) concerns
+        self._outages: dict[tuple[str, str], datetime] = {}  # (channel, account) -> since when its sends fail
 
     # ------------------------------------------------------------------ running
 
@@ -348,6 +354,43 @@ class Dispatcher:
         if lost:
             log.warning("%d %s deliveries not sent: their leases ran out, another sender has them", lost, channel_name)
         await self._record(results)
+        await self._watch(channel_name, members, outcomes)
+
+    async def _watch(self, channel_name: str, members: Sequence[list[Claimed]], outcomes: Sequence[Outcome]) -> None:
+        """Outages of a provider (an account's bot, the SMTP relay), as its sends show them. A run of temporary
+        failures that lasts `OUTAGE_ALERT` raises an alert for the schools using the account; the first send that
+        goes through again closes it and brings the account's other waiting deliveries forward, so that what
+        waited through the outage goes out at once (at the provider's rate) instead of each at its own backoff."""
+        now = self.clock.now()
+        by_account: dict[str, list[Outcome]] = {}
+        for group, got in zip(members, outcomes, strict=True):
+            by_account.setdefault(group[0].account, []).append(got)
+        for account, answers in by_account.items():
+            key = (channel_name, account)
+            subject = f"{channel_name}:{account}"
+            if any(isinstance(o, Sent) for o in answers):
+                since = self._outages.pop(key, None)
+                if since is not None:
+                    forward = await self.store.bring_forward(channel_name, account, now)
+                    await self.store.resolve_alerts("outage", subject, now)
+                    log.warning("%s works again after %.0f s; %d deliveries brought forward", subject,
+                                (now - since).total_seconds(), forward)  # fmt: skip
+                    if forward:
+                        self.wake()
+                continue
+            failures = [o for o in answers if isinstance(o, TransientError) and not isinstance(o, RateLimited)]
+            if not failures:
+                continue
+            since = self._outages.setdefault(key, now)
+            if now - since >= OUTAGE_ALERT:
+                what = "Почтовый сервер (SMTP)" if channel_name == EMAIL else channel_name.upper()
+                minutes = max(1, round((now - since).total_seconds() / 60))
+                message = (
+                    f"{what} не принимает сообщения уже {minutes} мин: {failures[0]}. Доставки ждут и уйдут, "
+                    "как только связь вернётся; проверьте сервер и сеть"
+                )
+                for school_id in [account] if account in self.schools else self.schools:
+                    await self.store.raise_alert(school_id, "outage", subject, message, now)
 
     async def _outcomes(
         self, channel: Channel, channel_name: str, members: Sequence[list[Claimed]], messages: Sequence[Message]

@@ -23,6 +23,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.domain import Group, Status
+from tests.test_store import emails, request
 from tests.world import World, running_world
 
 SQLITE_FAULT = """
@@ -100,3 +101,28 @@ async def eventually(check: object, what: str, within: float = 15.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"not within {within} s: {what}")
+
+
+async def test_a_relay_back_after_an_outage_brings_every_waiting_letter_forward(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async with running_world(tmp_path, clock) as world:
+        store, dispatcher = world.gateway.store, world.gateway.dispatcher
+        world.smtp.refuse(421, count=None, seconds=3600, stage="connect")  # the relay is down
+        announcement_id, _ = await store.create_announcement(request(), emails(200, clock.now()), clock.now())
+        await dispatcher.run_once()
+        clock.advance(timedelta(seconds=61))
+        await dispatcher.run_once()  # down for over a minute now: the IT admin is told, not by e-mail
+        [alert] = await store.alerts("s1")
+        assert (alert.kind, alert.subject) == ("outage", "email:")
+        assert "Почтовый сервер (SMTP) не принимает сообщения уже 1 мин" in alert.message
+        waiting = [d for d in await store.deliveries(announcement_id)]
+        assert {d.status for d in waiting} == {Status.TEMPORARY_FAILURE}
+        world.smtp.reset_faults()  # the relay is back
+        due = sorted(d.not_before for d in waiting)  # each letter's own retry, spread by the backoff's jitter
+        assert due[-1] - due[0] > timedelta(seconds=3)
+        clock.set(due[0])  # the first retry falls due
+        await dispatcher.run_once()  # ... the first goes through, and the rest come with it, at once
+        assert len(world.letters()) == 200
+        assert {d.status for d in await store.deliveries(announcement_id)} == {Status.DELIVERED}
+        assert await store.alerts("s1") == []  # closed on recovery

@@ -514,6 +514,11 @@ class Store(ABC):
         """Record outcomes (only for current leases); returns how many were recorded."""
 
     @abstractmethod
+    async def bring_forward(self, channel: str, account: str, now: datetime) -> int:
+        """A provider works again: the account's deliveries waiting for a retry after a temporary failure are due
+        now rather than at their own backoff; how many."""
+
+    @abstractmethod
     async def backlog(
         self, now: datetime, until: datetime, accounts: Sequence[tuple[str, str]] | None = None
     ) -> dict[tuple[str, str], list[tuple[datetime, int]]]:

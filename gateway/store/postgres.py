@@ -720,6 +720,18 @@ class PostgresStore(Store):
                 await _notify(conn, self.channel, "retry")
         return len(recorded) + waiting
 
+    async def bring_forward(self, channel: str, account: str, now: datetime) -> int:
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                """UPDATE deliveries SET not_before = %(now)s
+                   WHERE channel = %(channel)s AND account = %(account)s AND status = 'temporary_failure'
+                     AND not_before > %(now)s""",
+                {"now": require_aware(now), "channel": channel, "account": account},
+            )
+            if cur.rowcount:
+                await _notify(conn, self.channel, "retry")
+            return cur.rowcount
+
     async def backlog(
         self, now: datetime, until: datetime, accounts: Sequence[tuple[str, str]] | None = None
     ) -> dict[tuple[str, str], list[tuple[datetime, int]]]:

@@ -762,6 +762,16 @@ class SqliteStore(Store):
 
         return await self._tx(tx)
 
+    async def bring_forward(self, channel: str, account: str, now: datetime) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                """UPDATE deliveries SET not_before = ?
+                   WHERE channel = ? AND account = ? AND status = 'temporary_failure' AND not_before > ?""",
+                (ts(now), channel, account, ts(now)),
+            ).rowcount
+
+        return await self._tx(tx)
+
     async def backlog(
         self, now: datetime, until: datetime, accounts: Sequence[tuple[str, str]] | None = None
     ) -> dict[tuple[str, str], list[tuple[datetime, int]]]:
