@@ -35,6 +35,7 @@ from gateway.errors import Conflict, InvalidInput, NotFound, PolicyViolation, Pr
 from gateway.logs import setup_logging
 from gateway.reports import render_text
 from gateway.roster import read_roster
+from gateway.store import unavailable
 from gateway.store.base import ClassWindowRow
 
 log = logging.getLogger("zvonok.cli")
@@ -42,7 +43,7 @@ log = logging.getLogger("zvonok.cli")
 WAIT_AHEAD = timedelta(minutes=1)
 """`announce --wait` does not wait for deliveries due later than this (a window, a send time, a long retry)."""
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_REFUSED, EXIT_NOT_FOUND, EXIT_INTERNAL = 0, 1, 2, 3, 4, 70
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_REFUSED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5, 70
 
 KIND_NAMES = {
     "schedule": Kind.SCHEDULE_CHANGE,
@@ -242,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except Exception as exc:
         log.debug("internal error", exc_info=True)
+        reason = unavailable(exc)
+        if reason is not None:
+            print(f"База данных недоступна: {reason}. Ничего не изменено.", file=sys.stderr)
+            return EXIT_UNAVAILABLE
         print(f"Внутренняя ошибка: {type(exc).__name__}. Запустите с -vv, чтобы увидеть подробности.", file=sys.stderr)
         return EXIT_INTERNAL
 

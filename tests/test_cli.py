@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -331,3 +334,48 @@ def test_staff_tokens_lists_without_secrets_and_revoke_ends_one(
     assert ": отозван " in out.splitlines()[0] and out.splitlines()[1].endswith(": действует")
     [entry] = store_read(tmp_path / "z.db", "audit")  # type: ignore[misc]
     assert entry == ("командная строка", "token_revoke", "отозван токен API № 1 «журнал» сотрудника Завучева Ольга")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A file system of 2 MiB of its own (tmpfs), to fill up; mounting one needs root, as the CI machines are."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a small tmpfs and needs root")
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    subprocess.run(["/usr/bin/mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["/usr/bin/umount", "-l", str(folder)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_announce_on_a_full_disk_says_so_and_exits_5(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, small_disk: Path
+) -> None:
+    settings = ZVONOK_YAML + f"database: sqlite:///{small_disk / 'z.db'}\n"
+    cfg = write_config(tmp_path / "config", settings=settings, roster=ROSTER_CSV)
+    assert run(capsys, "roster", "import", "--config", str(cfg), str(cfg / "rosters" / "s1.csv"))[0] == 0
+    args = ["announce", "--config", str(cfg), "--author", "dep", "--to", "parents", "--title", "Уроки сокращены"]
+    args += ["--text", "Завтра по 30 минут.", "--key", "k1"]
+    filler = fill(small_disk)
+    code, out, err = run(capsys, *args)
+    assert code == 5, (out, err)
+    [line] = err.splitlines()  # one clear line: the disk, not a traceback or "OperationalError"
+    assert line.startswith("База данных недоступна: диск с базой данных SQLite") and "место" in line, line
+    assert line.endswith("Ничего не изменено.")
+    filler.unlink()  # space again: the same command goes through, once
+    assert run(capsys, *args)[0] == 0
+    assert "уже было создано" in run(capsys, *args)[1]

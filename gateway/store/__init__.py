@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from gateway.errors import ZvonokError
@@ -24,3 +25,28 @@ async def open_store(url: str, *, base_dir: Path | None = None) -> Store:
             path = base_dir / path
         return await SqliteStore.open(path)
     raise ZvonokError(f"адрес базы данных «{url.split(':', 1)[0]}:…» не поддерживается; пример: sqlite:///zvonok.db")
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """What is wrong, in Russian, when `exc` says the database cannot be used right now (a full disk, a server
+    that is down or restarting, a file that cannot be opened); None for any other error. The CLI exits with its
+    own code on it, the web answers 503, the dispatcher waits: nothing is lost, the work waits in the store."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if "full" in text:
+            return "диск с базой данных SQLite заполнен: освободите место"
+        if "locked" in text or "busy" in text:
+            return "база данных SQLite занята другим процессом: повторите чуть позже"
+        if "disk i/o" in text:
+            return "диск с базой данных SQLite не даёт писать (заполнен или неисправен): проверьте место на диске"
+        if "unable to open" in text or "readonly" in text:
+            return "файл базы данных SQLite не открывается на запись: проверьте права и диск"
+        return None
+    import psycopg
+    import psycopg_pool
+
+    if isinstance(exc, psycopg_pool.PoolTimeout | psycopg.OperationalError):
+        return "сервер PostgreSQL недоступен: проверьте, что он запущен и принимает подключения"
+    if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith(("53", "57P", "08")):
+        return "сервер PostgreSQL не может выполнить запрос (нет места на диске, перезапуск): повторите позже"
+    return None

@@ -31,6 +31,7 @@ from multidict import MultiDictProxy
 
 from gateway.domain import Role
 from gateway.errors import Conflict, InvalidInput, NotFound, PolicyViolation, Unprocessable, ZvonokError
+from gateway.store import unavailable
 from gateway.web import auth, proxy
 from gateway.webhooks import GATEWAY
 
@@ -293,6 +294,7 @@ _STATUS_CODES = {
     422: "refused",
     429: "too_many_requests",
     500: "internal",
+    503: "unavailable",
 }
 
 _REASONS = {
@@ -323,7 +325,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(request, 409, str(exc))
     except ZvonokError as exc:
         return _error(request, 400, str(exc))
-    except Exception:
+    except Exception as exc:
+        reason = unavailable(exc)
+        if reason is not None:  # the work is safe in the store: nothing was half done
+            log.warning("database unavailable on %s: %s", request.method, reason)
+            return _error(request, 503, f"база данных недоступна ({reason}); повторите через минуту", retry=30)
         incident = secrets.token_hex(4)
         # the route's pattern, never the path itself: the parents' links carry a signed token in theirs
         route = request.match_info.route.resource
@@ -348,8 +354,11 @@ def _error(
     message: str,
     problems: list[dict[str, str]] | None = None,
     headers: Any = None,
+    retry: int | None = None,
 ) -> web.StreamResponse:
     keep = {k: v for k, v in (headers or {}).items() if k.lower() in ("location", "allow", "retry-after")}
+    if retry is not None:
+        keep["Retry-After"] = str(retry)
     if _is_api(request.path):
         body: dict[str, Any] = {"error": message, "code": _STATUS_CODES.get(status, "error")}
         if problems:
