@@ -97,6 +97,9 @@ class Gateway:
             config.settings.dispatch,
             allowed=self.allowed,
             schools=list(config.schools),
+            # a letter is recorded with its chunk: a chunk no larger than the pool keeps what a sender that stops
+            # can leave accepted by the relay but not recorded (and so sent again) to about one pool's worth
+            chunk_sizes={EMAIL: config.settings.email.pool_size},
         )
         # run-time class windows as this process last read them: school id -> class name -> window
         self._class_windows: dict[str, Mapping[str, MessagingWindow]] = {}

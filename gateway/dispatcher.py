@@ -64,6 +64,7 @@ from adapters.base import (
 from gateway.clock import Clock
 from gateway.config import DispatchSettings
 from gateway.domain import EMAIL, Status
+from gateway.store import unavailable
 from gateway.store.base import AnnouncementRecord, Claimed, Result, Store
 
 log = logging.getLogger("zvonok.dispatcher")
@@ -75,6 +76,7 @@ Allowed = Callable[[Claimed, AnnouncementRecord, datetime], datetime]
 
 
 OUTAGE_ALERT = timedelta(minutes=1)  # a provider failing this long raises an alert
+PROBE_EVERY = timedelta(seconds=5)  # during an outage one delivery retries this often, to notice the return
 
 
 def _chunks(claimed: Sequence[Claimed], size: int) -> list[list[Claimed]]:
@@ -144,20 +146,25 @@ class StoreTrouble:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.since: datetime | None = None
+        self.reason = ""
         self._failing: set[str] = set()
 
     def failed(self, where: str, exc: BaseException) -> None:
         self._failing.add(where)
         if self.since is None:
             self.since = self.clock.now()
+            self.reason = unavailable(exc) or f"{type(exc).__name__}: {exc}"
             log.warning("the store failed (%s: %s); dispatch waits and retries", type(exc).__name__, exc)
 
-    def recovered(self, where: str) -> None:
+    def recovered(self, where: str) -> tuple[datetime, str] | None:
+        """When the store works again: since when it had not, and why (None while it still fails somewhere, or
+        when it never stopped)."""
         self._failing.discard(where)
-        if self.since is not None and not self._failing:
-            seconds = (self.clock.now() - self.since).total_seconds()
-            log.warning("the store works again after %.0f s", seconds)
-            self.since = None
+        if self.since is None or self._failing:
+            return None
+        since, self.since = self.since, None
+        log.warning("the store works again after %.0f s", (self.clock.now() - since).total_seconds())
+        return since, self.reason
 
 
 class Dispatcher:
@@ -243,7 +250,7 @@ class Dispatcher:
                 except Exception as exc:  # a store hiccup must not end the service; the work is still in the store
                     self.store_trouble.failed(channel_name, exc)
                 else:
-                    self.store_trouble.recovered(channel_name)
+                    await self._store_back(self.store_trouble.recovered(channel_name))
                 waiters = {asyncio.ensure_future(kick.wait()), asyncio.ensure_future(stop.wait())}
                 _, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 for task in pending:
@@ -357,10 +364,11 @@ class Dispatcher:
         await self._watch(channel_name, members, outcomes)
 
     async def _watch(self, channel_name: str, members: Sequence[list[Claimed]], outcomes: Sequence[Outcome]) -> None:
-        """Outages of a provider (an account's bot, the SMTP relay), as its sends show them. A run of temporary
-        failures that lasts `OUTAGE_ALERT` raises an alert for the schools using the account; the first send that
-        goes through again closes it and brings the account's other waiting deliveries forward, so that what
-        waited through the outage goes out at once (at the provider's rate) instead of each at its own backoff."""
+        """Outages of a provider (an account's bot, the SMTP relay), as its sends show them. While its sends fail
+        for now, one waiting delivery is due again every `PROBE_EVERY` (the others keep their backoff); a run of
+        such failures that lasts `OUTAGE_ALERT` raises an alert for the schools using the account. The first send
+        that goes through again closes it and brings the account's other waiting deliveries forward, so what
+        waited through the outage goes out at once (at the provider's rate), not each at its own backoff."""
         now = self.clock.now()
         by_account: dict[str, list[Outcome]] = {}
         for group, got in zip(members, outcomes, strict=True):
@@ -382,6 +390,7 @@ class Dispatcher:
             if not failures:
                 continue
             since = self._outages.setdefault(key, now)
+            await self.store.bring_forward(channel_name, account, now + PROBE_EVERY, limit=1)  # the next probe
             if now - since >= OUTAGE_ALERT:
                 what = "Почтовый сервер (SMTP)" if channel_name == EMAIL else channel_name.upper()
                 minutes = max(1, round((now - since).total_seconds() / 60))
@@ -434,8 +443,28 @@ class Dispatcher:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self.settings.lease_seconds / 3)
                 continue
-            self.store_trouble.recovered("outcomes")
+            await self._store_back(self.store_trouble.recovered("outcomes"))
             return
+
+    async def _store_back(self, outage: tuple[datetime, str] | None) -> None:
+        """After a store outage of `OUTAGE_ALERT` or more, an alert for every school says it happened (written
+        now: while it lasted, the store could take nothing). It stays open until the IT admin has read it."""
+        if outage is None:
+            return
+        since, reason = outage
+        now = self.clock.now()
+        minutes = (now - since).total_seconds() / 60
+        if now - since < OUTAGE_ALERT:
+            return
+        message = (
+            f"база данных не принимала записи {minutes:.0f} мин (с {since:%d.%m %H:%M} UTC): {reason}. Доставки ждали "
+            "и ушли, когда она заработала; проверьте место на диске и сервер базы данных"
+        )
+        try:
+            for school_id in self.schools:
+                await self.store.raise_alert(school_id, "store", f"store:{since.isoformat()}", message, now)
+        except Exception as exc:  # failing again already: the next recovery tells of it
+            log.warning("could not record the store outage as an alert (%s)", type(exc).__name__)
 
     def _result(self, claimed: Claimed, outcome: Outcome, started: datetime, *, reconciled: bool) -> Result:
         if isinstance(outcome, Sent):

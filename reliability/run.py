@@ -1,18 +1,22 @@
 """`./run reliability`: the long reliability runs, then RELIABILITY.md from their results.
 
-Four parts, one after another (never together: the machine has two cores and is shared), each writing
+Five parts, one after another (never together: the machine has two cores and is shared), each writing
 reliability/results/<name>.json:
 - chaos: `python -m reliability.chaos` — SIGKILL the gateway at random moments during a large fan-out, on
   SQLite and on PostgreSQL (25 kills each by default), then count what every chat and mailbox received;
 - load: `python -m reliability.load` — staff post 50 announcements a minute and read reports through the HTTP
   API while a region-wide fan-out runs: latency percentiles, failures, and whether everything is delivered;
+- faults: `python -m reliability.faults` — one fault at a time during a school's fan-out: a worker paused past
+  its lease, a worker's clock two hours ahead, a PostgreSQL restart, a full disk, the relay down, MAX chats
+  flooded after unanswered sends; lost, duplicated and stuck counted against the roster;
 - hostile: `python -m reliability.hostile` — login storms and a corpus of hostile requests against the staff site,
   on SQLite and on PostgreSQL: password checks per storm, statuses, server errors;
 - tests: the fast reliability suites (SUITES below) with pytest, one file at a time (`--junitxml`).
 
-`--only chaos load hostile tests` runs some of them; `--quick` makes chaos and load short (for development: 5 kills on
-4 schools, 30 s of load on 5 schools; RELIABILITY.md then says so); `--render` only rewrites RELIABILITY.md from
-the results already there. Exit 1 when any part failed (RELIABILITY.md is written all the same).
+`--only chaos load faults hostile tests` runs some of them; `--quick` makes chaos and load short (for
+development: 5 kills on 4 schools, 30 s of load on 5 schools; RELIABILITY.md then says so); `--render` only
+rewrites RELIABILITY.md from the results already there. Exit 1 when any part failed (RELIABILITY.md is written
+all the same).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "reliability" / "results"
 REPORT = ROOT / "RELIABILITY.md"
 
-PARTS = ["chaos", "load", "hostile", "tests"]
+PARTS = ["chaos", "load", "faults", "hostile", "tests"]
 QUICK = {
     "chaos": ["--kills", "5", "--schools", "4"],
     "load": ["--schools", "5", "--minutes", "0.5"],
@@ -58,6 +62,9 @@ SUITES: dict[str, str | None] = {
     "batching, rate limiting",
     "tests/test_properties.py": "bad input, generated (hypothesis): school files, roster exports and announcements "
     "are accepted or rejected with clear Russian problems, never a crash or a partial write",
+    "tests/test_fencing.py": None,
+    "tests/test_store_faults.py": None,
+    "tests/test_clock_skew.py": None,
     "tests/test_hostile_input.py": None,
     "tests/test_login_throttle.py": None,
     "tests/test_web_proxy.py": None,
@@ -137,9 +144,12 @@ def render() -> None:
     chaos = [r for r in (_load("chaos_sqlite"), _load("chaos_postgresql")) if r]
     load = [r for r in (_load("load_sqlite"), _load("load_postgresql")) if r]
     hostile = [r for r in (_load("hostile_sqlite"), _load("hostile_postgresql")) if r]
+    faults = _load("faults")
     suites = _load("suites")
     timings = _load("run") or {}
-    stamps = [r["when"] for r in [*chaos, *load, *hostile, *([suites] if suites else [])]]
+    stamps = [
+        r["when"] for r in [*chaos, *load, *hostile, *([suites] if suites else []), *([faults] if faults else [])]
+    ]
     machine = next((r["machine"] for r in [*chaos, *load]), None)
     lines = [
         "# Reliability",
@@ -182,6 +192,12 @@ def render() -> None:
             f"`zvonok serve` | {calls:,} requests, {r['deliveries']:,} deliveries | failed requests "
             f"{len(r['failures'])}, POST p99 {post.get('p99_ms')} ms, all delivered {r['all_delivered']}, {ending} |"
         )
+    for f in (faults or {}).get("scenarios", []):
+        lines.append(
+            f"| {FAULTS.get(f['scenario'], f['scenario'])} | {f['deliveries']:,} deliveries, {f['workers']} "
+            f"worker{'s' if f['workers'] > 1 else ''} | lost {f['lost']}, duplicates in chats {f['chat_duplicates']}, "
+            f"letter duplicates {f['letter_duplicates']}, stuck {f['stuck']} |"
+        )
     for r in hostile:
         login, found = r["login"], r["input"]
         lines.append(
@@ -199,7 +215,8 @@ def render() -> None:
             f"{sum(f['passed'] for f in present)}, failed {sum(f['failed'] for f in present)}, skipped "
             f"{sum(f['skipped'] for f in present)} |"
         )
-    lines += ["", *_chaos_section(chaos), *_load_section(load), *_hostile_section(hostile), *_suites_section(suites)]
+    lines += ["", *_chaos_section(chaos), *_load_section(load), *_faults_section(faults)]
+    lines += [*_hostile_section(hostile), *_suites_section(suites)]
     lines += _notes(chaos, load)
     lines += _reproduce()
     REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -399,11 +416,58 @@ def _s(ms: float | None) -> str:
     return "—" if ms is None else f"{ms / 1000:.1f} s"
 
 
+FAULTS = {
+    "sigstop": "a worker paused (SIGSTOP) for 3 leases, then resumed",
+    "skew": "a worker whose clock runs 2 h ahead (libfaketime); a tenth of MAX's answers lost",
+    "pg_restart": "PostgreSQL restarted mid-fan-out",
+    "full_disk": "the SQLite disk full for 10 s",
+    "relay_outage": "the SMTP relay down for 90 s",
+    "max_chatter": "a fifth of MAX's answers lost, then 150 parents' messages in each chat before the re-check",
+}
+
+
+def _faults_section(faults: dict[str, Any] | None) -> list[str]:
+    if not faults:
+        return []
+    lines = [
+        "## 3. Faults of a live process: pauses, clocks, the database, the relay",
+        "",
+        "`python -m reliability.faults`: real `zvonok worker` processes (two on PostgreSQL, one on SQLite), the MAX "
+        "emulator in a process of its own, an SMTP server; one force majeure to a school of 150 classes on MAX (300 "
+        "chats) with 600 parents out of the chats (600 letters), and one fault while it goes out. Counted against "
+        "the roster when everything is final: lost (a chat or a parent that got nothing), duplicated, stuck (not "
+        "final after 240 s), tracebacks in the workers' output.",
+        "",
+        "| fault | time to all final | lost | chat duplicates | letter duplicates | stuck | tried again "
+        "(chats / letters) | tracebacks | what else |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    shown = ("scenario", "backend", "workers", "deliveries", "seconds", "lost", "chat_duplicates",
+             "letter_duplicates", "stuck", "exit_codes", "tracebacks", "traceback_sample", "chats_tried_again",
+             "letters_tried_again")  # fmt: skip
+    for f in faults["scenarios"]:
+        extra = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in f.items() if k not in shown)
+        lines.append(
+            f"| {FAULTS.get(f['scenario'], f['scenario'])} ({'SQLite' if f['backend'] == 'sqlite' else 'PostgreSQL'}) "
+            f"| {f['seconds']} s | {f['lost']} | {f['chat_duplicates']} | {f['letter_duplicates']} | {f['stuck']} "
+            f"| {f.get('chats_tried_again', '')} / {f.get('letters_tried_again', '')} | {f['tracebacks']} | {extra} |"
+        )
+    lines += [
+        "",
+        "A letter can arrive twice only where the relay had taken it and its outcome was not yet recorded when the "
+        "sender stopped (or the relay cut the connection after the body): at most one letter per connection of the "
+        "stopped worker's pool (4 here), with the same Message-ID. Chats never: MAX posts are fenced by the lease "
+        "and reconciled by their marker, VK drops a repeated random_id.",
+        "",
+    ]
+    return lines
+
+
 def _hostile_section(results: list[dict[str, Any]]) -> list[str]:
     if not results:
         return []
     lines = [
-        "## 3. Hostile input and login",
+        "## 4. Hostile input and login",
         "",
         "`python -m reliability.hostile`: the staff site as in the tests, 127.0.0.1 its trusted proxy (each client "
         "claims an address with X-Forwarded-For), on a manual clock. A login storm: 100 wrong passwords for the "
@@ -441,7 +505,7 @@ def _suites_section(suites: dict[str, Any] | None) -> list[str]:
     if not suites:
         return []
     lines = [
-        "## 4. The fast reliability suites",
+        "## 5. The fast reliability suites",
         "",
         "These run in `./run tests` as well; here each file runs alone with pytest (`--junitxml`), PostgreSQL "
         "required (`ZVONOK_REQUIRE_POSTGRES=1`: a PostgreSQL test fails rather than skips).",

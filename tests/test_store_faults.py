@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 from dataclasses import replace
 from datetime import timedelta
@@ -83,6 +84,9 @@ async def test_outcomes_survive_a_store_that_cannot_take_them(
         assert world.letters() == dict.fromkeys(letters, 1)  # none sent twice
         rows = [d for d in await world.gateway.store.deliveries(announcement_id) if d.channel == "email"]
         assert {(r.status, r.attempts) for r in rows} == {(Status.DELIVERED, 1)}
+        [alert] = await world.gateway.store.alerts("s1")  # the IT admin learns it happened, once it is over
+        assert alert.kind == "store" and re.search("база данных не принимала записи [1-9][0-9] мин", alert.message)
+        assert ("диск" in alert.message) if on_sqlite else ("нет места на диске" in alert.message)
     failures = [r for r in caplog.records if "the store failed" in r.getMessage()]
     assert len(failures) == 1, [r.getMessage() for r in caplog.records]  # one warning per outage
     assert not [r for r in caplog.records if r.exc_info]  # and no traceback

@@ -45,8 +45,11 @@ def unavailable(exc: BaseException) -> str | None:
     import psycopg
     import psycopg_pool
 
-    if isinstance(exc, psycopg_pool.PoolTimeout | psycopg.OperationalError):
+    state = (exc.sqlstate or "") if isinstance(exc, psycopg.Error) else ""
+    if state.startswith("53"):
+        return "у сервера PostgreSQL нет места на диске или памяти: освободите место"
+    if state.startswith("57P"):
+        return "сервер PostgreSQL перезапускается или остановлен: повторите чуть позже"
+    if isinstance(exc, psycopg_pool.PoolTimeout | psycopg.OperationalError) or state.startswith("08"):
         return "сервер PostgreSQL недоступен: проверьте, что он запущен и принимает подключения"
-    if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith(("53", "57P", "08")):
-        return "сервер PostgreSQL не может выполнить запрос (нет места на диске, перезапуск): повторите позже"
     return None

@@ -514,9 +514,10 @@ class Store(ABC):
         """Record outcomes (only for current leases); returns how many were recorded."""
 
     @abstractmethod
-    async def bring_forward(self, channel: str, account: str, now: datetime) -> int:
-        """A provider works again: the account's deliveries waiting for a retry after a temporary failure are due
-        now rather than at their own backoff; how many."""
+    async def bring_forward(self, channel: str, account: str, when: datetime, *, limit: int | None = None) -> int:
+        """The account's deliveries waiting for a retry after a temporary failure are due at `when` rather than at
+        their own backoff, the earliest `limit` of them (all by default); how many moved. All: the provider works
+        again. One: a probe, so that its return is noticed soon."""
 
     @abstractmethod
     async def backlog(

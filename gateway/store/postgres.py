@@ -720,13 +720,15 @@ class PostgresStore(Store):
                 await _notify(conn, self.channel, "retry")
         return len(recorded) + waiting
 
-    async def bring_forward(self, channel: str, account: str, now: datetime) -> int:
+    async def bring_forward(self, channel: str, account: str, when: datetime, *, limit: int | None = None) -> int:
         async with self._tx() as conn:
             cur = await conn.execute(
-                """UPDATE deliveries SET not_before = %(now)s
-                   WHERE channel = %(channel)s AND account = %(account)s AND status = 'temporary_failure'
-                     AND not_before > %(now)s""",
-                {"now": require_aware(now), "channel": channel, "account": account},
+                """UPDATE deliveries SET not_before = %(when)s WHERE id IN (
+                       SELECT id FROM deliveries
+                       WHERE channel = %(channel)s AND account = %(account)s AND status = 'temporary_failure'
+                         AND not_before > %(when)s
+                       ORDER BY not_before LIMIT %(limit)s)""",
+                {"when": require_aware(when), "channel": channel, "account": account, "limit": limit},
             )
             if cur.rowcount:
                 await _notify(conn, self.channel, "retry")

@@ -762,12 +762,14 @@ class SqliteStore(Store):
 
         return await self._tx(tx)
 
-    async def bring_forward(self, channel: str, account: str, now: datetime) -> int:
+    async def bring_forward(self, channel: str, account: str, when: datetime, *, limit: int | None = None) -> int:
         def tx(conn: sqlite3.Connection) -> int:
             return conn.execute(
-                """UPDATE deliveries SET not_before = ?
-                   WHERE channel = ? AND account = ? AND status = 'temporary_failure' AND not_before > ?""",
-                (ts(now), channel, account, ts(now)),
+                """UPDATE deliveries SET not_before = ?1 WHERE id IN (
+                       SELECT id FROM deliveries
+                       WHERE channel = ?2 AND account = ?3 AND status = 'temporary_failure' AND not_before > ?1
+                       ORDER BY not_before LIMIT ?4)""",
+                (ts(when), channel, account, -1 if limit is None else limit),
             ).rowcount
 
         return await self._tx(tx)
