@@ -41,7 +41,17 @@ from gateway.config import load_config
 from gateway.domain import FINAL_STATUSES
 from gateway.roster import read_roster
 from reliability.common import load_result, machine, pg_schema, write_result
-from tests.fleet import SchoolSpec, Worker, announcement, populate, providers, received, start_worker, write_config
+from tests.fleet import (
+    SchoolSpec,
+    Worker,
+    announcement,
+    fill_disk,
+    populate,
+    providers,
+    received,
+    start_worker,
+    write_config,
+)
 
 SCHOOL = SchoolSpec("m1", 1, "max", "max-token-school-1", classes=150, letters=600)
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
@@ -100,14 +110,7 @@ async def pg_restart(fleet: Fleet) -> None:
 async def full_disk(fleet: Fleet) -> None:
     assert fleet.disk is not None
     await until(lambda: fleet.letters() >= 100)
-    filler = fleet.disk / "filler"
-    with filler.open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    filler = await asyncio.to_thread(fill_disk, fleet.disk)
     fleet.notes["full_at_letters"] = fleet.letters()
     await asyncio.sleep(10)
     filler.unlink()

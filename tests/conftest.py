@@ -20,6 +20,7 @@ from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from tests.data import ROSTER_CSV, write_config
+from tests.web import browser  # noqa: F401 - the browser tests' fixture (Debian's Chromium)
 
 PG_URL = os.environ.get("ZVONOK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

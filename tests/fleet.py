@@ -293,3 +293,16 @@ async def start_worker(
         cwd=ROOT,
     )
     return Worker(number, process, out, err, files, BANNERS[command])
+
+
+def fill_disk(folder: Path) -> Path:
+    """Write a file in `folder` until its file system is full (a small tmpfs); the file, to remove again."""
+    filler = folder / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler

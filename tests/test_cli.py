@@ -17,6 +17,7 @@ from adapters.emulators.smtp import SmtpEmulator
 from gateway.cli import main
 from gateway.store.sqlite import SqliteStore
 from tests.data import ROSTER_CSV, SCHOOL_YAML, ZVONOK_YAML, write_config
+from tests.fleet import fill_disk
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -350,18 +351,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["/usr/bin/umount", "-l", str(folder)], check=False)
 
 
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with filler.open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    return filler
-
-
 def test_announce_on_a_full_disk_says_so_and_exits_5(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, small_disk: Path
 ) -> None:
@@ -370,7 +359,7 @@ def test_announce_on_a_full_disk_says_so_and_exits_5(
     assert run(capsys, "roster", "import", "--config", str(cfg), str(cfg / "rosters" / "s1.csv"))[0] == 0
     args = ["announce", "--config", str(cfg), "--author", "dep", "--to", "parents", "--title", "Уроки сокращены"]
     args += ["--text", "Завтра по 30 минут.", "--key", "k1"]
-    filler = fill(small_disk)
+    filler = fill_disk(small_disk)
     code, out, err = run(capsys, *args)
     assert code == 5, (out, err)
     [line] = err.splitlines()  # one clear line: the disk, not a traceback or "OperationalError"

@@ -22,13 +22,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from gateway.clock import ManualClock
 from gateway.web import auth
 from gateway.web.app import REQUEST_TIMEOUT, make_app, runner
 from tests.data import ROSTER_CSV
-from tests.test_web_browser import CHROMIUM, DESKTOP, FLAGS
+from tests.test_web_browser import DESKTOP
 from tests.web import PASSWORDS, WebWorld, free_socket, running_web
 
 NGINX = Path("/usr/sbin/nginx")
@@ -128,16 +128,6 @@ async def behind_nginx(tmp_path: Path, clock: ManualClock) -> AsyncIterator[WebW
         app_port = int(w.base.rsplit(":", 1)[1])
         async with nginx(tmp_path / "nginx", port, app_port):
             yield replace(w, base=public)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not await asyncio.to_thread(CHROMIUM.exists):
-        pytest.fail(f"{CHROMIUM} is missing: `./run tests` installs Debian's chromium (apt-get install chromium)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield b
-        await b.close()
 
 
 async def https_page(browser: Browser, w: WebWorld) -> Page:

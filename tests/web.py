@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
+from playwright.async_api import Browser, async_playwright
 from yarl import URL
 
 from gateway.clock import Clock
@@ -164,3 +166,24 @@ async def running_web(
             for http in web_world.sessions:
                 await http.close()
             await runner.cleanup()
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's, never a browser a test tool downloads
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not await asyncio.to_thread(CHROMIUM.exists):
+        pytest.fail(f"{CHROMIUM} is missing: `./run tests` installs Debian's chromium (apt-get install chromium)")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield b
+        await b.close()
