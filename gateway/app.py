@@ -97,9 +97,9 @@ class Gateway:
             config.settings.dispatch,
             allowed=self.allowed,
             schools=list(config.schools),
-            # a letter is recorded with its chunk: a chunk no larger than the pool keeps what a sender that stops
-            # can leave accepted by the relay but not recorded (and so sent again) to about one pool's worth
-            chunk_sizes={EMAIL: config.settings.email.pool_size},
+            # each letter is recorded as soon as the relay has it: what a sender that stops can leave accepted but
+            # not recorded (and so sent again) is then at most the letters on its pool's connections
+            chunk_sizes={EMAIL: 1},
         )
         # run-time class windows as this process last read them: school id -> class name -> window
         self._class_windows: dict[str, Mapping[str, MessagingWindow]] = {}

@@ -248,6 +248,8 @@ class Dispatcher:
                     if due is not None:
                         delay = min(delay, max(0.0, (due - self.clock.now()).total_seconds()))
                 except Exception as exc:  # a store hiccup must not end the service; the work is still in the store
+                    if unavailable(exc) is None:  # not the database being away: a fault of ours, worth its traceback
+                        log.exception("dispatch failed in the %s lane; retrying", channel_name)
                     self.store_trouble.failed(channel_name, exc)
                 else:
                     await self._store_back(self.store_trouble.recovered(channel_name))
@@ -390,7 +392,7 @@ class Dispatcher:
             if not failures:
                 continue
             since = self._outages.setdefault(key, now)
-            await self.store.bring_forward(channel_name, account, now + PROBE_EVERY, limit=1)  # the next probe
+            await self.store.probe(channel_name, account, now + PROBE_EVERY, below=self.settings.max_attempts - 1)
             if now - since >= OUTAGE_ALERT:
                 what = "Почтовый сервер (SMTP)" if channel_name == EMAIL else channel_name.upper()
                 minutes = max(1, round((now - since).total_seconds() / 60))

@@ -456,7 +456,8 @@ def _faults_section(faults: dict[str, Any] | None) -> list[str]:
         "",
         "A letter can arrive twice only where the relay had taken it and its outcome was not yet recorded when the "
         "sender stopped (or the relay cut the connection after the body): at most one letter per connection of the "
-        "stopped worker's pool (4 here), with the same Message-ID. Chats never: MAX posts are fenced by the lease "
+        "stopped worker's pool (4 here), since each letter is recorded as soon as the relay has it; same "
+        "Message-ID. Chats never: MAX posts are fenced by the lease "
         "and reconciled by their marker, VK drops a repeated random_id.",
         "",
     ]

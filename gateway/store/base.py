@@ -514,10 +514,16 @@ class Store(ABC):
         """Record outcomes (only for current leases); returns how many were recorded."""
 
     @abstractmethod
-    async def bring_forward(self, channel: str, account: str, when: datetime, *, limit: int | None = None) -> int:
-        """The account's deliveries waiting for a retry after a temporary failure are due at `when` rather than at
-        their own backoff, the earliest `limit` of them (all by default); how many moved. All: the provider works
-        again. One: a probe, so that its return is noticed soon."""
+    async def bring_forward(self, channel: str, account: str, now: datetime) -> int:
+        """The provider works again: the account's deliveries waiting for a retry after a temporary failure are
+        due now rather than at their own backoff; how many."""
+
+    @abstractmethod
+    async def probe(self, channel: str, account: str, when: datetime, *, below: int) -> bool:
+        """During a provider's outage: unless one of the account's deliveries waiting for a retry is due by `when`
+        already, the one tried least (of those tried fewer than `below` times, so that a probe never spends a
+        delivery's last attempts) is due at `when`, so that the provider's return is noticed soon; whether one
+        was moved."""
 
     @abstractmethod
     async def backlog(

@@ -720,19 +720,21 @@ class PostgresStore(Store):
                 await _notify(conn, self.channel, "retry")
         return len(recorded) + waiting
 
-    async def bring_forward(self, channel: str, account: str, when: datetime, *, limit: int | None = None) -> int:
+    async def bring_forward(self, channel: str, account: str, now: datetime) -> int:
         async with self._tx() as conn:
             cur = await conn.execute(
-                """UPDATE deliveries SET not_before = %(when)s WHERE id IN (
-                       SELECT id FROM deliveries
-                       WHERE channel = %(channel)s AND account = %(account)s AND status = 'temporary_failure'
-                         AND not_before > %(when)s
-                       ORDER BY not_before LIMIT %(limit)s)""",
-                {"when": require_aware(when), "channel": channel, "account": account, "limit": limit},
+                """UPDATE deliveries SET not_before = %(now)s
+                   WHERE channel = %(channel)s AND account = %(account)s AND status = 'temporary_failure'
+                     AND not_before > %(now)s""",
+                {"now": require_aware(now), "channel": channel, "account": account},
             )
             if cur.rowcount:
                 await _notify(conn, self.channel, "retry")
             return cur.rowcount
+
+    async def probe(self, channel: str, account: str, when: datetime, *, below: int) -> bool:
+        params = {"when": require_aware(when), "channel": channel, "account": account, "below": below}
+        return bool(await self._all(_PROBE, params))
 
     async def backlog(
         self, now: datetime, until: datetime, accounts: Sequence[tuple[str, str]] | None = None
@@ -1330,6 +1332,14 @@ SELECT %(announcement)s, d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, d->>6, (d->>7
        %(addendum)s, %(now)s, %(now)s
 FROM jsonb_array_elements(%(deliveries)s::jsonb) WITH ORDINALITY AS e (d, ord)
 ORDER BY ord"""
+
+_WAITING = "channel = %(channel)s AND account = %(account)s AND status = 'temporary_failure'"
+_PROBE = f"""
+UPDATE deliveries SET not_before = %(when)s WHERE id = (
+    SELECT id FROM deliveries WHERE {_WAITING} AND not_before > %(when)s AND attempts < %(below)s
+    ORDER BY attempts, not_before LIMIT 1)
+AND NOT EXISTS (SELECT 1 FROM deliveries WHERE {_WAITING} AND not_before <= %(when)s)
+RETURNING id"""
 
 _ANN_COLUMNS = (
     "id, school_id, author, kind, title, text, audience_label, created_at, send_at, cancelled_at, request_digest"

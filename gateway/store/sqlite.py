@@ -762,15 +762,24 @@ class SqliteStore(Store):
 
         return await self._tx(tx)
 
-    async def bring_forward(self, channel: str, account: str, when: datetime, *, limit: int | None = None) -> int:
+    async def bring_forward(self, channel: str, account: str, now: datetime) -> int:
         def tx(conn: sqlite3.Connection) -> int:
             return conn.execute(
-                """UPDATE deliveries SET not_before = ?1 WHERE id IN (
-                       SELECT id FROM deliveries
-                       WHERE channel = ?2 AND account = ?3 AND status = 'temporary_failure' AND not_before > ?1
-                       ORDER BY not_before LIMIT ?4)""",
-                (ts(when), channel, account, -1 if limit is None else limit),
+                """UPDATE deliveries SET not_before = ?
+                   WHERE channel = ? AND account = ? AND status = 'temporary_failure' AND not_before > ?""",
+                (ts(now), channel, account, ts(now)),
             ).rowcount
+
+        return await self._tx(tx)
+
+    async def probe(self, channel: str, account: str, when: datetime, *, below: int) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    _PROBE, {"when": ts(when), "channel": channel, "account": account, "below": below}
+                ).rowcount
+                == 1
+            )
 
         return await self._tx(tx)
 
@@ -1353,6 +1362,13 @@ def _chat_row(r: sqlite3.Row) -> ChatRow:
         checked_at=_opt_ts(r[10]),
     )
 
+
+_WAITING = "channel = :channel AND account = :account AND status = 'temporary_failure'"
+_PROBE = f"""
+UPDATE deliveries SET not_before = :when WHERE id = (
+    SELECT id FROM deliveries WHERE {_WAITING} AND not_before > :when AND attempts < :below
+    ORDER BY attempts, not_before LIMIT 1)
+AND NOT EXISTS (SELECT 1 FROM deliveries WHERE {_WAITING} AND not_before <= :when)"""
 
 _ANN_COLUMNS = (
     "id, school_id, author, kind, title, text, audience_label, created_at, send_at, cancelled_at, request_digest"
