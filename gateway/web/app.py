@@ -9,7 +9,9 @@ request in that table; a route missing from it is refused (deny by default). It 
 
 The error middleware turns every failure into a Russian answer without internals: JSON {error, code, problems}
 under /api/ and /webhooks/, a small HTML page elsewhere; an unexpected exception is logged with an incident
-number, which the answer gives. Bodies are limited: JSON to 64 KiB, uploads (the roster) to 8 MiB.
+number, which the answer gives (a database that is away: 503 with Retry-After). Bodies are limited: JSON to
+64 KiB, uploads (the roster) to 8 MiB, the login form to 4 KiB; a request gets `REQUEST_TIMEOUT` (then 408).
+Behind a reverse proxy, `trusted_proxies` names whose X-Forwarded-* headers are believed (gateway.web.proxy).
 """
 
 from __future__ import annotations
