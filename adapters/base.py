@@ -98,6 +98,7 @@ class Message:
     ack_url: str = ""
     unsubscribe_url: str = ""
     since: datetime | None = None  # no attempt to send it can be older: how far back reconciliation looks
+    school_id: str = ""  # the school's own id: names the letters' list (List-Id) whatever account sends them
 
     @property
     def urgent(self) -> bool:

@@ -157,6 +157,7 @@ class EmailChannel(Channel):
         """The letter's bytes: the announcement's shared part from a small LRU cache, the recipient's stamped in."""
         key = (
             message.account,
+            message.school_id,
             message.school,
             message.kind,
             message.kind_label,
@@ -302,7 +303,7 @@ def _head(message: Message, settings: EmailSettings) -> _Head:
     title = _one_line(message.title)
     domain = _id_domain(settings)
     reply_to = _addr_spec(settings.reply_to) if settings.reply_to else ""
-    account = _slug(message.account, 40) or "school"
+    account = _slug(message.school_id, 40) or _slug(message.account, 40) or "school"
     msgtype = re.sub(r"[^A-Za-z0-9]", "", message.kind)[:32] or "announcement"
     subject = f"{kind}: {title}" if kind and title else title or kind or "Сообщение школы"
     sender = Address(display_name=_one_line(settings.from_name) or school, addr_spec=_addr_spec(settings.from_address))
@@ -386,15 +387,26 @@ def _to_header(name: str, target: str) -> str:
 
 def _encoded_words(text: str) -> str:
     """`text` as RFC 2047 "B" words of its UTF-8, folded between them, each of at most 45 bytes (a 72-character
-    word: with "To: " the first line stays within 78), never splitting a character."""
+    word: with "To: " the first line stays within 78). Words of the text end where it has a space (the space
+    encoded at the end of one), so a reader that joins encoded words, as RFC 2047 says, and one that puts a space
+    between them (Python's own parser) both show every word of a name whole; only a word longer than a chunk
+    is cut, never inside a character."""
     chunks: list[bytes] = []
     chunk = b""
-    for ch in text:
-        encoded = ch.encode("utf-8", errors="replace")
-        if len(chunk) + len(encoded) > 45:
+    for word in re.findall(r"\S+\s*|\s+", text):
+        encoded = word.encode("utf-8", errors="replace")
+        if chunk and len(chunk) + len(encoded) > 45:
             chunks.append(chunk)
             chunk = b""
-        chunk += encoded
+        if len(encoded) <= 45 - len(chunk):
+            chunk += encoded
+            continue
+        for ch in word:  # a word longer than a chunk: cut between its characters
+            piece = ch.encode("utf-8", errors="replace")
+            if len(chunk) + len(piece) > 45:
+                chunks.append(chunk)
+                chunk = b""
+            chunk += piece
     chunks.append(chunk)
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks)
 

@@ -510,6 +510,7 @@ class Gateway:
             ack_url=ack_url,
             unsubscribe_url=unsubscribe_url,
             since=min(a.created_at for a in parts),  # no attempt can be older than its announcement
+            school_id=school.id,
         )
 
     def school(self, school_id: str | None) -> School:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import logging
 import re
 import socket
@@ -639,6 +641,22 @@ def test_the_letter_for_a_key_is_the_same_bytes_but_for_the_date(channel: EmailC
     one = channel.render(message()).as_bytes()
     assert channel.render(message()).as_bytes() == one  # same key, same clock: same letter, same boundary
     assert all(byte < 0x80 for byte in one)
+
+
+async def test_a_long_name_is_cut_between_its_words_and_the_list_is_the_schools(
+    smtp: SmtpEmulator, channel: EmailChannel
+) -> None:
+    name = "Алексеева-Петровская Ирина Алексеевна"  # too long for one encoded word
+    await channel.send(message(recipient_name=name, account="", school_id="s7"))
+    [mail] = smtp.messages
+    assert unfolded(mail, "To").count("=?utf-8?b?") > 1
+    # Python's parser (policy.default) puts a space between encoded words; RFC 2047 readers join them: both show
+    # every word whole
+    parsed = email.message_from_bytes(mail.data, policy=email.policy.default)
+    assert parsed["To"].addresses[0].display_name.split() == name.split()
+    assert str(make_header(decode_header(unfolded(mail, "To")))) == f"{name} <{PARENT}>"
+    assert unfolded(mail, "List-Id").startswith("<s7.zvonok.")  # the school's id, not a placeholder
+    assert unfolded(mail, "Feedback-ID") == "schedulechange:s7:zvonok"
 
 
 @pytest.mark.parametrize(
