@@ -1,39 +1,9 @@
 """Sending what is due: claim deliveries under a lease, send them through their channel, record the outcomes.
 
-Lanes per channel, each running on its own, so a slow channel (MAX at 30 requests/s) never holds up a fast one
-(e-mail): one for e-mail, `accounts_in_parallel` for each messenger (whose limits are per bot token). A lane
-claims a batch of its channel's due deliveries, sends them in chunks (each chunk's outcomes are committed as
-soon as the chunk is done, which bounds what a crash can make us resend), and claims again until nothing is
-due.
-
-What an outcome does to a delivery (the adapter's error class decides):
-
-    Sent                    delivered
-    find_sent found it      delivered (reconciled: the earlier, unanswered send had arrived)
-    TransientError          temporary failure; retried at now + backoff (exponential, jittered), or at the
-                            pause the provider asked for; after `max_attempts` it fails for good
-    UnknownOutcome          unknown; re-checked soon with `find_sent` before any resend; a later attempt that
-                            ends unknown again (the provider is down) is re-checked after the backoff
-    DeadTarget              failed for good; the chat is marked dead, the admin alerted, its people e-mailed
-    CredentialError         failed for good; the admin alerted; the chat's people e-mailed
-    PermanentError          failed for good; a chat's people e-mailed
-
-A delivery whose lease ran out (its sender died mid-send) comes back `maybe_sent`, and is reconciled first. A
-sender that is alive keeps its leases while it sends (a heartbeat every third of a lease), however slow the
-send: several processes sharing a token's rate make each of them slower. A lease can still run out under a live
-sender: the wall clock stepped forward (NTP) past it before the next heartbeat, or the heartbeats could not
-reach the database. So a delivery taken over while `sending` is reconciled only one lease later (counting no
-attempt): by then its first sender has finished the batch, and what it sent is there to be found, where a look
-at once would miss a request still on the wire and post the message again.
-
-When nothing is due, a lane sleeps until its channel's next due time, a wake-up in the process (an announcement
-posted here, a window opening) or a commit in another process (`Store.wait_for_work`: PostgreSQL's
-LISTEN/NOTIFY); the poll (`poll_seconds`) is the fallback.
-
-Windows are checked again at send time (`allowed`): a delivery due but outside its window — a retry that slipped
-past 19:00, or work found by a process that was down over the window — is deferred to the next opening without
-counting an attempt. Deliveries claimed as one bundle (held deliveries of a chat for the same opening) are
-rendered as one message and share its outcome.
+Lanes per channel (one for e-mail, `accounts_in_parallel` per messenger) claim due deliveries, send them in
+chunks, fenced by their leases (`Leases`), and record each chunk's outcomes, kept until the store takes them.
+The adapter's error class decides what an outcome does to a delivery; provider outages are watched per
+account (`_watch`). How and why: docs/architecture.md, "The dispatcher" and the sections after it.
 """
 
 from __future__ import annotations

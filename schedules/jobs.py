@@ -1,38 +1,7 @@
-"""The periodic jobs of a running gateway (APScheduler). They only trigger work; the store holds it.
-
-Every process that runs the scheduler (`zvonok serve`, each `zvonok worker`) schedules every job, so on a
-shared store each job would fire in every process. Jobs that do work therefore run once per period across
-all processes: at each firing a process claims the job's tick for the period in the store (`claim_tick`: an
-INSERT … ON CONFLICT DO NOTHING on (job, period)), and only the process that won runs the body. The period
-key is the job's scheduled fire time in UTC to the minute (`period_key`): the deadline check fires on the
-minute in every process (a cron trigger), so they all name the same minute. The health check runs six hours
-after each process started, and then every six hours; its key is the six-hour block (UTC) it fires in, so
-the first process to fire in a block runs it.
-
-- forwarding-deadlines: every minute (on the minute), forwarding tasks past their deadline are auto-forwarded
-  or escalated, as each school configured — once per minute across processes;
-- chat-health: every six hours, chats whose last health check is stale are checked again — once per six-hour
-  block (UTC) across processes;
-- retention: personal data kept longer than `retention.days` is removed (`Gateway.purge_personal_data`) — once
-  per UTC day across processes. Every process tries every hour (at minute 17, UTC), and the first try of the
-  day wins its tick, so a day is not missed because no process was up at one fixed hour (or because processes
-  restart more often than an interval would fire). A failed run is not retried that day: the next day's run
-  removes everything then past its cut-off, this day's too;
-- window-open: at every messaging-window opening of every school and class (in the school's own time zone)
-  each process wakes its own dispatcher, so deliveries held for the window go out at once instead of at the
-  next poll. These stay per process, unclaimed: a wake-up only makes a dispatcher look for due work, which the
-  store hands out once however many look, and every process's dispatcher should look. A class's opening is
-  that of its window as set at run time (a class teacher narrowed it to 09:00–18:00) when there is one: the
-  wake-ups are moved whenever the process learns of a change (`Gateway.on_class_windows_changed`);
-- class-windows: every minute each process reads the run-time class windows again (one small query), so a
-  window set in another process (a web process, on a shared PostgreSQL) counts here within a minute, at send
-  time (`Gateway.allowed`) and for the wake-ups. Per process and unclaimed, like the wake-ups.
-- clock: every minute each process compares its clock with the database's (`Gateway.sync_clock`, PostgreSQL) and
-  takes the database's time from then on. Per process and unclaimed.
-
-The store keeps the work itself exactly-once as well (a task is escalated or forwarded once however many
-processes try), so the ticks save duplicate effort and duplicate provider requests (health checks), not
-correctness.
+"""The periodic jobs of a running gateway (APScheduler): window-opening wake-ups, forwarding deadlines, chat
+health, personal-data retention, the class windows and the clock. They only trigger work; the store holds it.
+Jobs that do work run once per period across processes (`claim_tick`); wake-ups and re-reads run in every
+process. Which job runs when, and why: docs/architecture.md, "The periodic jobs".
 """
 
 from __future__ import annotations

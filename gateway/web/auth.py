@@ -1,26 +1,6 @@
-"""Who is asking, and what they may do.
-
-Staff are the people of the school file, with their roles there; the store keeps only what a login needs:
-
-- Passwords: argon2id (argon2-cffi's defaults: 64 MiB, 3 passes, 4 lanes), set by `zvonok staff password ID`.
-  Verifying runs off the event loop. An unknown login is verified against a dummy hash, so the answer takes as
-  long as for a known one. Logins are throttled in the store (shared by every process, kept over restarts): per
-  account, per account and address, per address, with waits that double rather than a lock; a browser the
-  account signed in on before (its `zvonok_device` cookie) is paced on its own, so an attacker cannot keep the
-  account's owner out (`login`).
-- Browser sessions: a login makes a random 256-bit id, sent as the `zvonok_session` cookie (HttpOnly,
-  SameSite=Lax, Secure whenever the public URL is https); the store keeps its SHA-256 only. A session lasts
-  12 hours from login; logging out deletes it; a new password ends every session of that person.
-- CSRF: every session has its own random token; a state-changing request (anything but GET/HEAD) made with the
-  session cookie must carry it (form field `csrf` or header `X-CSRF-Token`), and one whose Origin is another
-  site is refused. The login form carries a double-submit token (cookie + field), against login CSRF.
-- API tokens for integrations: `zv_` + 256 random bits, sent as `Authorization: Bearer …`; the store keeps the
-  SHA-256 only; a token acts as the staff member it was made for, with their role; it needs no CSRF token (a
-  browser never sends it by itself). Made by `zvonok staff token ID`; listed (never shown again) and revoked by
-  its owner or the IT admin (the settings page, /api/tokens, `zvonok staff tokens` / `zvonok staff revoke`).
-
-What each role may do is the route table's business (gateway.web.app): every route names the roles it
-allows, and a route not in the table is refused.
+"""Who is asking, and what they may do: staff passwords (argon2id), the login throttle, browser sessions with
+their CSRF tokens, and API tokens for integrations. The store keeps only hashes. What each role may do is the
+route table's business (gateway.web.app). How and why: docs/architecture.md, "Who is asking".
 """
 
 from __future__ import annotations
